@@ -1,0 +1,152 @@
+"""One configurable log-mel frontend: an ``nn.Module`` that runs on the model's device, configured by ``FrontendCfg``.
+
+Each family's upstream settings are expressed as a ``FrontendCfg`` bound to its weights (see the model files); this
+module implements the union of the operations they need, in the order and precision the originals use.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .._pretrained import FrontendCfg
+
+
+def mel_filterbank(cfg: FrontendCfg) -> torch.Tensor:
+    """Mel weights of shape ``(n_freqs, n_mels)`` in float32 for the cfg's scale and normalisation."""
+    f_max = cfg.f_max if cfg.f_max is not None else cfg.sample_rate / 2
+    if cfg.mel_scale == "kaldi":
+        from torchaudio.compliance import kaldi
+
+        if cfg.mel_norm is not None:
+            raise ValueError("Kaldi mel banks are unnormalised; set mel_norm=None")
+        # Kaldi triangles over the n_fft // 2 bins below Nyquist; the Nyquist bin gets weight zero.
+        banks, _ = kaldi.get_mel_banks(cfg.n_mels, cfg.n_fft, float(cfg.sample_rate), cfg.f_min, f_max, 100.0, -500.0, 1.0)
+        banks = F.pad(banks, (0, 1))
+        return banks.T.contiguous().float()
+    import torchaudio.functional as AF
+
+    return AF.melscale_fbanks(
+        cfg.n_freqs, float(cfg.f_min), float(f_max), cfg.n_mels, cfg.sample_rate, norm=cfg.mel_norm, mel_scale=cfg.mel_scale
+    ).float()
+
+
+def analysis_window(cfg: FrontendCfg, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """The window of length ``win_length`` zero-padded centrally to ``n_fft`` (as torch.stft and librosa do)."""
+    win_length = cfg.win_length or cfg.n_fft
+    window = torch.hann_window(win_length, periodic=cfg.window == "hann", dtype=torch.float64)
+    left = (cfg.n_fft - win_length) // 2
+    return F.pad(window, (left, cfg.n_fft - win_length - left)).to(dtype)
+
+
+def dft_matrices(cfg: FrontendCfg) -> tuple[torch.Tensor, torch.Tensor]:
+    """Windowed real and imaginary DFT kernels ``(n_freqs, 1, n_fft)``, built in float64 and rounded once to float32.
+
+    This is how the PANNs reference computes its STFT (a frozen Conv1d); doing the same keeps us within float32
+    round-off of the checkpoint's own stored matrices.
+    """
+    n = np.arange(cfg.n_fft)
+    k = np.arange(cfg.n_freqs)[:, None]
+    basis = np.exp(-2j * np.pi * k * n / cfg.n_fft) * analysis_window(cfg, torch.float64).numpy()
+    real = torch.from_numpy(basis.real.astype(np.float32))[:, None, :]
+    imag = torch.from_numpy(basis.imag.astype(np.float32))[:, None, :]
+    return real, imag
+
+
+class LogMelFrontend(nn.Module):
+    """Waveform ``(B, T)`` -> normalised log-mel ``(B, 1, n_mels, frames)``.
+
+    For ``kind="waveform"`` it returns the waveform unchanged. Always computes in float32 (outside autocast), as the
+    originals do, since the log of a half-precision power spectrum loses the quiet bands.
+    """
+
+    def __init__(self, cfg: FrontendCfg):
+        super().__init__()
+        self.cfg = cfg
+        if cfg.kind == "waveform":
+            return
+        if cfg.kind != "logmel":
+            raise ValueError(f"unknown frontend kind {cfg.kind!r}; allowed: 'logmel', 'waveform'")
+        if cfg.log not in ("db", "ln"):
+            raise ValueError(f"unknown log {cfg.log!r}; allowed: 'db', 'ln'")
+        if cfg.stft not in ("fft", "dft_conv"):
+            raise ValueError(f"unknown stft {cfg.stft!r}; allowed: 'fft', 'dft_conv'")
+        if (cfg.win_length or cfg.n_fft) > cfg.n_fft:
+            raise ValueError(f"win_length {cfg.win_length} exceeds n_fft {cfg.n_fft}")
+        persistent = cfg.stored_in_checkpoint
+        if cfg.stft == "dft_conv":
+            real, imag = dft_matrices(cfg)
+            self.register_buffer("dft_real", real, persistent=persistent)
+            self.register_buffer("dft_imag", imag, persistent=persistent)
+        else:
+            win_length = cfg.win_length or cfg.n_fft
+            window = torch.hann_window(win_length, periodic=cfg.window == "hann")
+            self.register_buffer("window", window, persistent=False)
+        self.register_buffer("mel_fb", mel_filterbank(cfg), persistent=persistent)
+
+    @property
+    def sample_rate(self) -> int:
+        return self.cfg.sample_rate
+
+    def power_spectrogram(self, waveform: torch.Tensor) -> torch.Tensor:
+        """``(B, T)`` -> power spectrogram ``(B, n_freqs, frames)``."""
+        cfg = self.cfg
+        x = waveform
+        if cfg.preemphasis:
+            x = x[:, 1:] - cfg.preemphasis * x[:, :-1]
+        if cfg.stft == "dft_conv":
+            x = x[:, None, :]
+            if cfg.center:
+                x = F.pad(x, (cfg.n_fft // 2, cfg.n_fft // 2), mode=cfg.pad_mode)
+            real = F.conv1d(x, self.dft_real, stride=cfg.hop_length)
+            imag = F.conv1d(x, self.dft_imag, stride=cfg.hop_length)
+            return real**2 + imag**2
+        spec = torch.stft(
+            x,
+            n_fft=cfg.n_fft,
+            hop_length=cfg.hop_length,
+            win_length=cfg.win_length or cfg.n_fft,
+            window=self.window,
+            center=cfg.center,
+            pad_mode=cfg.pad_mode,
+            normalized=False,
+            return_complex=True,
+        )
+        parts = torch.view_as_real(spec)
+        return parts[..., 0] ** 2 + parts[..., 1] ** 2
+
+    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
+        cfg = self.cfg
+        if cfg.kind == "waveform":
+            return waveform
+        if waveform.dim() != 2:
+            raise ValueError(f"expected a waveform batch of shape (batch, samples), got {tuple(waveform.shape)}")
+        if waveform.shape[-1] < cfg.min_samples:
+            raise ValueError(
+                f"waveform has {waveform.shape[-1]} samples; this frontend needs at least {cfg.min_samples} "
+                f"({cfg.min_samples / cfg.sample_rate:.3f} s at {cfg.sample_rate} Hz)"
+            )
+        with torch.autocast(device_type=waveform.device.type, enabled=False):
+            power = self.power_spectrogram(waveform.float())
+            mel = torch.matmul(power.transpose(1, 2), self.mel_fb).transpose(1, 2)  # (B, n_mels, frames)
+            if cfg.log == "db":
+                logmel = 10.0 * torch.log10(torch.clamp(mel, min=cfg.amin))
+            else:
+                logmel = torch.log(mel + cfg.log_offset)
+            if cfg.mean != 0.0 or cfg.std != 1.0:
+                logmel = (logmel - cfg.mean) / cfg.std
+        return logmel[:, None]
+
+    def extra_repr(self) -> str:
+        c = self.cfg
+        if c.kind == "waveform":
+            return "waveform"
+        f_max = c.f_max if c.f_max is not None else c.sample_rate / 2
+        return (
+            f"sr={c.sample_rate}, n_fft={c.n_fft}, win={c.win_length or c.n_fft} ({c.window}), hop={c.hop_length}, "
+            f"mels={c.n_mels} ({c.mel_scale}, {math.floor(c.f_min)}-{math.floor(f_max)} Hz), log={c.log}"
+        )

@@ -1,0 +1,1 @@
+"""Label lists shipped with audiokit (package data read with importlib.resources)."""

@@ -1,0 +1,5 @@
+"""Model families; importing this package registers every architecture (no I/O happens at import)."""
+
+from . import efficientat as efficientat
+from . import panns as panns
+from ._base import AudioClassifier as AudioClassifier

@@ -1,0 +1,170 @@
+"""The contract every audiokit model follows.
+
+Data flow: waveform ``(B, T)`` -> ``frontend`` -> backbone (``forward_features``) -> pre-logits embedding
+``(B, num_features)`` -> final classifier layer -> logits ``(B, num_classes)``. ``forward`` returns logits;
+``predict_proba`` applies the activation the task calls for (sigmoid for multi-label, softmax for multi-class).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .._pretrained import FrontendCfg, PretrainedCfg
+from ..audio.frontend import LogMelFrontend
+
+_logger = logging.getLogger(__name__)
+
+_OUTPUT_ACTIVATIONS = {
+    "sigmoid": torch.sigmoid,
+    "softmax": lambda x: torch.softmax(x, dim=-1),
+}
+
+
+def default_output_activation(task: str) -> str:
+    return "sigmoid" if task == "multilabel" else "softmax"
+
+
+class AudioClassifier(nn.Module):
+    """Base class: subclasses build ``self.frontend`` and the backbone, and implement ``forward_features`` and
+    ``forward_pre_logits``; the final classification layer lives at the dotted path ``pretrained_cfg.classifier``.
+
+    ``num_features`` is the width of the embedding that feeds the final layer (what ``embed`` returns).
+    """
+
+    num_features: int
+    pretrained_cfg: PretrainedCfg
+
+    def __init__(self, pretrained_cfg: PretrainedCfg):
+        super().__init__()
+        self.pretrained_cfg = pretrained_cfg
+        self.frontend = LogMelFrontend(pretrained_cfg.frontend)
+        self.model_kwargs: dict[str, Any] = {}  # architecture arguments, recorded by the builder for save_pretrained
+        self._label_names = pretrained_cfg.get_label_names()
+        self.output_activation = default_output_activation(pretrained_cfg.task)
+        self._warned_short = False
+
+    # -- properties ------------------------------------------------------------------------------------------------
+    @property
+    def frontend_cfg(self) -> FrontendCfg:
+        return self.pretrained_cfg.frontend
+
+    @property
+    def sample_rate(self) -> int:
+        return self.pretrained_cfg.frontend.sample_rate
+
+    @property
+    def num_classes(self) -> int:
+        return self.pretrained_cfg.num_classes
+
+    @property
+    def task(self) -> str:
+        return self.pretrained_cfg.task
+
+    @property
+    def label_names(self) -> tuple[str, ...]:
+        """One name per output unit; ``class_<i>`` where the weights carry no names."""
+        if self._label_names is not None and len(self._label_names) == self.num_classes:
+            return self._label_names
+        return tuple(f"class_{i}" for i in range(self.num_classes))
+
+    @property
+    def min_samples(self) -> int:
+        """Shortest waveform the model accepts; shorter input is zero-padded to this length with a warning."""
+        return self.frontend_cfg.min_samples
+
+    # -- the contract ----------------------------------------------------------------------------------------------
+    def forward_features(self, waveform: torch.Tensor) -> torch.Tensor:
+        """``(B, T)`` waveform -> backbone output (family-specific layout)."""
+        raise NotImplementedError
+
+    def forward_pre_logits(self, features: torch.Tensor) -> torch.Tensor:
+        """Backbone output -> embedding ``(B, num_features)``."""
+        raise NotImplementedError
+
+    def checkpoint_filter_fn(self, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Map a checkpoint's keys onto this model's (families override this for their original layouts).
+
+        The default accepts our own layout and strips a ``module.`` prefix left by ``nn.DataParallel``.
+        """
+        if state_dict and all(k.startswith("module.") for k in state_dict):
+            return {k[len("module.") :]: v for k, v in state_dict.items()}
+        return dict(state_dict)
+
+    def get_classifier(self) -> nn.Module:
+        return self.get_submodule(self.pretrained_cfg.classifier)
+
+    def forward_head(self, features: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        embedding = self.forward_pre_logits(features)
+        return embedding if pre_logits else self.get_classifier()(embedding)
+
+    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
+        """``(B, T)`` waveform at ``sample_rate`` -> logits ``(B, num_classes)``; never applies the activation."""
+        return self.forward_head(self.forward_features(self.prepare_waveform(waveform)))
+
+    @torch.no_grad()
+    def predict_proba(self, waveform: torch.Tensor) -> torch.Tensor:
+        """Probabilities ``(B, num_classes)``: sigmoid for multi-label weights, softmax for single-label ones."""
+        if self.num_classes == 0:
+            raise ValueError("this model has no classifier (num_classes=0); use embed() instead")
+        return self.activate(self.forward(waveform))
+
+    def activate(self, logits: torch.Tensor) -> torch.Tensor:
+        return _OUTPUT_ACTIVATIONS[self.output_activation](logits.float())
+
+    @torch.no_grad()
+    def embed(self, waveform: torch.Tensor) -> torch.Tensor:
+        """Pre-logits embedding ``(B, num_features)``."""
+        return self.forward_head(self.forward_features(self.prepare_waveform(waveform)), pre_logits=True)
+
+    def prepare_waveform(self, waveform: torch.Tensor) -> torch.Tensor:
+        """Check the input layout and zero-pad input shorter than ``min_samples`` (saying so once)."""
+        if not isinstance(waveform, torch.Tensor):
+            raise TypeError(f"expected a torch.Tensor waveform, got {type(waveform).__name__}")
+        if waveform.dim() != 2:
+            hint = " (add a batch dimension: wave[None])" if waveform.dim() == 1 else ""
+            raise ValueError(f"expected a waveform of shape (batch, samples), got {tuple(waveform.shape)}{hint}")
+        if not waveform.is_floating_point():
+            raise TypeError(f"expected a floating-point waveform in [-1, 1], got dtype {waveform.dtype}")
+        short = self.min_samples - waveform.shape[-1]
+        if short > 0:
+            if not self._warned_short:
+                _logger.warning(
+                    "input of %d samples is shorter than the %d this model needs; zero-padding at the end",
+                    waveform.shape[-1],
+                    self.min_samples,
+                )
+                self._warned_short = True
+            waveform = torch.nn.functional.pad(waveform, (0, short))
+        return waveform
+
+    def reset_classifier(self, num_classes: int, label_names: list[str] | tuple[str, ...] | None = None) -> None:
+        """Replace the final layer with a freshly initialised one for ``num_classes`` outputs.
+
+        ``num_classes=0`` makes a pure embedder: ``forward`` then returns the ``num_features``-dim embedding.
+        """
+        if num_classes < 0:
+            raise ValueError(f"num_classes must be >= 0, got {num_classes}")
+        if label_names is not None and len(label_names) != num_classes:
+            raise ValueError(f"{len(label_names)} label names given for {num_classes} classes")
+        old = self.get_classifier()
+        new: nn.Module = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        if num_classes > 0 and isinstance(old, nn.Linear):
+            new = new.to(device=old.weight.device, dtype=old.weight.dtype)
+        self.set_submodule(self.pretrained_cfg.classifier, new)
+        same = num_classes == self.num_classes
+        self._label_names = tuple(label_names) if label_names is not None else (self._label_names if same else None)
+        self.pretrained_cfg = self.pretrained_cfg.replace(
+            num_classes=num_classes, label_names=self._label_names, label_set=None
+        )
+
+    # -- persistence -----------------------------------------------------------------------------------------------
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """Write ``config.json`` and ``model.safetensors``; ``create_model("local-dir:<directory>")`` reloads it."""
+        from .._builder import save_pretrained_dir
+
+        return save_pretrained_dir(self, Path(directory))

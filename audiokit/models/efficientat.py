@@ -1,0 +1,1 @@
+"""EfficientAT MobileNets (Schmid et al.): being written."""

@@ -1,0 +1,1 @@
+"""PANNs (Kong et al. 2020): being written."""
