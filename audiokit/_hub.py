@@ -338,7 +338,6 @@ def download_file(
             total, confirmed = _attempt_download(url, part, progress=progress, timeout=timeout, desc=dest.name)
         except _RestartDownload:
             failures += 1
-            high_water = 0
             if failures > max_retries:
                 raise WeightsUnavailableError(
                     _unavailable_message(url, dest, "the server repeatedly sent data that could not be resumed")
@@ -359,7 +358,6 @@ def download_file(
                 logger.warning("Size of %s is %d bytes, expected %d; restarting.", part, size, total)
                 _unlink_quietly(part)
                 failures += 1
-                high_water = 0
                 if failures > max_retries:
                     raise WeightsUnavailableError(
                         _unavailable_message(url, dest, f"downloaded size {size} does not match expected {total}")
@@ -373,15 +371,13 @@ def download_file(
                         # The bytes we resumed from may belong to an older version of the file; try once cleanly.
                         logger.warning("Checksum mismatch after resuming %s; retrying from scratch.", url)
                         resumed = False
-                        high_water = 0
                         continue
-                    raise ChecksumError(_checksum_message(part, expected_sha, actual, url))
+                    raise ChecksumError(_checksum_message(dest, expected_sha, actual, url))
             elif not confirmed:
                 # 416 without a usable size and nothing to verify against: we cannot know the part is right.
                 logger.warning("Cannot confirm that %s is complete; restarting from zero.", part)
                 _unlink_quietly(part)
                 failures += 1
-                high_water = 0
                 if failures > max_retries:
                     raise WeightsUnavailableError(_unavailable_message(url, dest, "could not confirm download size"))
                 continue
@@ -389,7 +385,9 @@ def download_file(
             logger.info("Saved %s", dest)
             return dest
 
-        # A transient failure. Retry, resetting the budget whenever the part grew past its previous maximum.
+        # A transient failure. Retry, resetting the budget whenever the part grew past the largest size it has had
+        # during this call (a high-water mark that never goes down, so a server that keeps forcing restarts cannot
+        # keep the loop alive forever).
         size = _file_size(part)
         if size > high_water:
             high_water = size
@@ -523,7 +521,7 @@ def _refused_globals(path: pathlib.Path) -> list[str] | None:
 
 
 # Globals that a weights_only-loadable checkpoint legitimately references; anything else explains a refusal.
-_BENIGN_GLOBAL_PREFIXES = ("torch.", "collections.OrderedDict", "builtins.set", "builtins.frozenset", "numpy.")
+_BENIGN_GLOBAL_PREFIXES = ("torch.", "collections.OrderedDict", "builtins.set", "builtins.frozenset")
 
 
 def load_state_dict_file(path: str | os.PathLike[str]) -> Any:
