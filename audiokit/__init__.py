@@ -14,4 +14,7 @@ from ._registry import list_models as list_models  # noqa: E402
 from .audio import AudioLoadError as AudioLoadError  # noqa: E402
 from .audio import LogMelFrontend as LogMelFrontend  # noqa: E402
 from .audio import load_audio as load_audio  # noqa: E402
+from .inference import embed as embed  # noqa: E402
+from .inference import tag as tag  # noqa: E402
+from .inference import top_k as top_k  # noqa: E402
 from .models import AudioClassifier as AudioClassifier  # noqa: E402

@@ -48,6 +48,31 @@ def _check_file(path: Path) -> None:
         raise AudioLoadError(path, "file is empty (0 bytes)")
 
 
+def _wav_missing_bytes(path: Path) -> int:
+    """Bytes a RIFF/WAVE file's ``data`` chunk declares beyond the end of the file (0 if complete or not a WAV).
+
+    libsndfile quietly clamps the frame count of a cut-off WAV to what is present, so truncation would pass unseen.
+    """
+    try:
+        with open(path, "rb") as f:
+            head = f.read(12)
+            if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+                return 0
+            size = path.stat().st_size
+            while True:
+                chunk = f.read(8)
+                if len(chunk) < 8:
+                    return 0
+                chunk_id, chunk_size = chunk[:4], int.from_bytes(chunk[4:], "little")
+                if chunk_id == b"data":
+                    if chunk_size in (0, 0xFFFFFFFF):  # streamed writers leave the size unset
+                        return 0
+                    return max(0, f.tell() + chunk_size - size)
+                f.seek(chunk_size + (chunk_size & 1), 1)
+    except OSError:
+        return 0
+
+
 def _sf_reason(err: BaseException) -> str:
     text = str(err)
     # libsndfile messages repeat the path; keep only the reason.
@@ -81,6 +106,9 @@ def load_audio(
     """
     path = Path(path)
     info = audio_info(path)
+    missing = _wav_missing_bytes(path)
+    if missing:
+        raise AudioLoadError(path, f"is truncated: its data chunk is {missing} bytes short of what the header declares")
     if info.frames == 0:
         raise AudioLoadError(path, "contains no audio samples (zero length)")
     if max_seconds is not None and info.frames > max_seconds * info.samplerate:

@@ -1,0 +1,275 @@
+"""``audiokit`` command line: a thin layer over the library (results to stdout, logs and progress to stderr)."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import logging
+import os
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+_logger = logging.getLogger("audiokit")
+
+EXIT_OK, EXIT_FILE_ERRORS, EXIT_USAGE = 0, 1, 2
+
+
+class CliError(Exception):
+    """A user-facing error: printed as one line, exit status 2."""
+
+
+def write_atomic(path: str | os.PathLike[str], text: str | bytes) -> None:
+    """Write via a temporary file in the same directory and rename, so a reader never sees half a file."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(text.encode() if isinstance(text, str) else text)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+# -- models ------------------------------------------------------------------------------------------------------------
+def cmd_models(args: argparse.Namespace) -> int:
+    from . import _hub
+    from ._registry import get_pretrained_cfg, list_models
+
+    names = list_models(args.pattern or "", pretrained=args.pretrained)
+    if not names:
+        raise CliError(f"no model matches {args.pattern!r}")
+    rows = []
+    for name in names:
+        cfg = get_pretrained_cfg(name)
+        rows.append(
+            {
+                "name": name,
+                "params": cfg.num_params,
+                "sample_rate": cfg.sample_rate,
+                "num_classes": cfg.num_classes,
+                "labels": cfg.label_set or ("custom" if cfg.label_names else None),
+                "task": cfg.task,
+                "metrics": cfg.metrics,
+                "weights": "download" if cfg.url else ("hub" if cfg.hf_hub_id else "checkpoint_path only"),
+                "cached": bool(cfg.url) and _hub.is_cached(cfg.url, cfg.filename),
+                "license": cfg.license,
+            }
+        )
+    if args.format == "json":
+        print(json.dumps(rows, indent=2))
+        return EXIT_OK
+    header = ["name", "params", "rate", "classes", "task", "published", "weights", "cached"]
+    table = [
+        [
+            r["name"],
+            f"{r['params'] / 1e6:.2f}M" if r["params"] else "-",
+            str(r["sample_rate"]),
+            f"{r['num_classes']} ({r['labels']})" if r["labels"] else str(r["num_classes"]),
+            r["task"],
+            ", ".join(f"{k}={v:g}" for k, v in r["metrics"].items()) or "-",
+            r["weights"],
+            "yes" if r["cached"] else "no",
+        ]
+        for r in rows
+    ]
+    print(_format_table(header, table))
+    return EXIT_OK
+
+
+def _format_table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in [header, *rows]]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+# -- tag ---------------------------------------------------------------------------------------------------------------
+def _load_model(args: argparse.Namespace):
+    from ._builder import create_model
+
+    return create_model(args.model, pretrained=args.checkpoint is None, checkpoint_path=args.checkpoint)
+
+
+def _runner_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "batch_size": args.batch_size,
+        "num_workers": args.num_workers,
+        "device": args.device,
+        "precision": args.precision,
+        "progress": not args.quiet and sys.stderr.isatty(),
+    }
+
+
+def _render_tags(records: list[dict[str, Any]], fmt: str) -> str:
+    if fmt == "json":
+        return json.dumps(records, indent=2) + "\n"
+    if fmt == "jsonl":
+        return "".join(json.dumps(r) + "\n" for r in records)
+    if fmt == "csv":
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(["path", "scope", "start", "end", "rank", "label", "score", "error"])
+        for r in records:
+            if r["error"]:
+                writer.writerow([r["path"], "file", "", "", "", "", "", r["error"]])
+                continue
+            for rank, item in enumerate(r["labels"], 1):
+                writer.writerow([r["path"], "clip", 0.0, f"{r['duration']:.6g}", rank, item["label"], f"{item['score']:.6f}", ""])
+            for window in r["windows"]:
+                for rank, item in enumerate(window["labels"], 1):
+                    writer.writerow(
+                        [r["path"], "window", window["start"], window["end"], rank, item["label"], f"{item['score']:.6f}", ""]
+                    )
+        return buffer.getvalue()
+    lines = []
+    for r in records:
+        if r["error"]:
+            lines.append(f"{r['path']}\n  ERROR {r['error']}")
+            continue
+        lines.append(f"{r['path']}  ({r['duration']:.2f} s)")
+        lines.extend(f"  {item['score']:.3f}  {item['label']}" for item in r["labels"])
+        for window in r["windows"]:
+            tags = ", ".join(f"{i['label']} {i['score']:.2f}" for i in window["labels"])
+            lines.append(f"    [{window['start']:8.2f} - {window['end']:8.2f}] {tags}")
+        lines.extend(f"  warning: {w}" for w in r["warnings"])
+    return "\n".join(lines) + "\n"
+
+
+def _emit(text: str | bytes, output: str | None) -> None:
+    if output:
+        write_atomic(output, text)
+        _logger.info("wrote %s", output)
+    else:
+        sys.stdout.write(text if isinstance(text, str) else text.decode())
+        sys.stdout.flush()
+
+
+def cmd_tag(args: argparse.Namespace) -> int:
+    from .inference import InferenceRunner, _tag_record, expand_inputs
+
+    model = _load_model(args)
+    if model.num_classes == 0:
+        raise CliError(f"{args.model} has no classifier; use `audiokit embed`")
+    runner = InferenceRunner(model, mode="scores", window=args.window, hop=args.hop, aggregate=args.aggregate,
+                             **_runner_kwargs(args))  # fmt: skip
+    paths = expand_inputs(args.inputs, recursive=args.recursive)
+    if not paths:
+        raise CliError("no input files")
+    records = [
+        _tag_record(result, model.label_names, args.top_k, args.threshold) for result in runner.iter_results(paths)
+    ]
+    _emit(_render_tags(records, args.format), args.output)
+    return _report_failures([r["path"] for r in records if r["error"]], len(records))
+
+
+def _report_failures(failed: list[str], total: int) -> int:
+    if failed:
+        print(f"audiokit: {len(failed)} of {total} file(s) failed (see the error field / messages above)", file=sys.stderr)
+        return EXIT_FILE_ERRORS
+    return EXIT_OK
+
+
+# -- embed -------------------------------------------------------------------------------------------------------------
+def cmd_embed(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .inference import embed, expand_inputs
+
+    model = _load_model(args)
+    paths = expand_inputs(args.inputs, recursive=args.recursive)
+    if not paths:
+        raise CliError("no input files")
+    result = embed(paths, model, window=args.window, hop=args.hop, **_runner_kwargs(args))
+    suffix = Path(args.output).suffix.lower()
+    buffer = io.BytesIO()
+    if suffix == ".npy":
+        np.save(buffer, result.vectors)
+    else:
+        np.savez(buffer, ids=np.asarray(result.ids, dtype=str), embeddings=result.vectors, starts=result.starts,
+                 ends=result.ends, model=np.asarray(model.pretrained_cfg.name))  # fmt: skip
+    write_atomic(args.output, buffer.getvalue())
+    print(f"{args.output}: {result.vectors.shape[0]} embeddings of dimension {result.vectors.shape[1]}", file=sys.stderr)
+    return _report_failures(list(result.errors), len(paths))
+
+
+# -- parser ------------------------------------------------------------------------------------------------------------
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
+def _add_inference_args(p: argparse.ArgumentParser, default_model: str) -> None:
+    p.add_argument("inputs", nargs="+", help="audio files, directories or glob patterns")
+    p.add_argument("--model", "-m", default=default_model, help=f"registered name or local-dir:PATH (default {default_model})")
+    p.add_argument("--checkpoint", help="a local weights file (original upstream layout or .safetensors); no download")
+    p.add_argument("--recursive", "-r", action="store_true", help="descend into sub-directories")
+    p.add_argument("--window", type=_positive_float, help="window length in seconds (per-window results)")
+    p.add_argument("--hop", type=_positive_float, help="hop between windows in seconds (default: the window)")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--num-workers", type=int, default=min(4, os.cpu_count() or 1), help="decoding worker processes")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"], help="autocast on CUDA")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .inference import DEFAULT_MODEL
+
+    parser = argparse.ArgumentParser(prog="audiokit", description=__doc__)
+    parser.add_argument("--verbose", "-v", action="count", default=0, help="more log output on stderr")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("models", help="list registered models")
+    p.add_argument("pattern", nargs="?", default="", help="shell-style filter, e.g. 'efficientat_*'")
+    p.add_argument("--pretrained", action="store_true", help="only models with downloadable weights")
+    p.add_argument("--format", choices=["table", "json"], default="table")
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("tag", help="tag audio files with a pretrained classifier")
+    _add_inference_args(p, DEFAULT_MODEL)
+    p.add_argument("--top-k", type=int, default=5, help="labels per file/window (0: all)")
+    p.add_argument("--threshold", type=float, help="only labels scoring at least this")
+    p.add_argument("--aggregate", choices=["max", "mean"], default="max", help="clip score from windows")
+    p.add_argument("--format", choices=["table", "json", "jsonl", "csv"], default="table")
+    p.add_argument("--output", "-o", help="write results here (atomically) instead of stdout")
+    p.set_defaults(func=cmd_tag)
+
+    p = sub.add_parser("embed", help="extract embeddings to .npz (ids + float32 matrix) or .npy")
+    _add_inference_args(p, DEFAULT_MODEL)
+    p.add_argument("--output", "-o", required=True, help="output .npz or .npy")
+    p.set_defaults(func=cmd_embed)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = logging.WARNING - 10 * args.verbose
+    logging.basicConfig(level=level, format="audiokit: %(levelname)s: %(message)s", stream=sys.stderr)
+    from ._builder import CheckpointMismatchError
+    from ._hub import CheckpointLoadError, WeightsUnavailableError
+    from ._registry import UnknownModelError
+
+    try:
+        return args.func(args)
+    except (CliError, UnknownModelError, WeightsUnavailableError, CheckpointLoadError, CheckpointMismatchError,
+            FileNotFoundError, ValueError) as err:  # fmt: skip
+        message = err.args[0] if isinstance(err, (UnknownModelError, KeyError)) and err.args else str(err)
+        print(f"audiokit: error: {message}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("audiokit: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
