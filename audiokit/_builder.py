@@ -92,7 +92,8 @@ def load_weights(
         problems.append(f"shape mismatch {_describe(shapes)}")
     if problems:
         raise CheckpointMismatchError(
-            f"{source} does not fit {model.pretrained_cfg.architecture}: " + "; ".join(problems)
+            f"{source} does not fit {model.pretrained_cfg.architecture}: "
+            + "; ".join(problems)
             + ". Is it a checkpoint for another model? (num_classes=N re-initialises only the classifier)"
         )
     incompatible = model.load_state_dict(state, strict=False)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 from typing import Any, Literal
 
@@ -146,7 +146,7 @@ class PretrainedCfg:
         return cls(**data)
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_label_set(name: str) -> tuple[str, ...]:
     """Read a label list shipped with the package (``audiokit/labels/<name>.tsv``: index, id, display name)."""
     try:

@@ -51,7 +51,7 @@ def _all_names() -> list[str]:
 
 
 def list_models(
-    filter: str | Iterable[str] = "",  # noqa: A002 - same keyword as timm.list_models
+    filter: str | Iterable[str] = "",
     pretrained: bool = False,
     exclude: str | Iterable[str] = "",
 ) -> list[str]:

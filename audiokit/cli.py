@@ -121,11 +121,22 @@ def _render_tags(records: list[dict[str, Any]], fmt: str) -> str:
                 writer.writerow([r["path"], "file", "", "", "", "", "", r["error"]])
                 continue
             for rank, item in enumerate(r["labels"], 1):
-                writer.writerow([r["path"], "clip", 0.0, f"{r['duration']:.6g}", rank, item["label"], f"{item['score']:.6f}", ""])
+                writer.writerow(
+                    [r["path"], "clip", 0.0, f"{r['duration']:.6g}", rank, item["label"], f"{item['score']:.6f}", ""]
+                )
             for window in r["windows"]:
                 for rank, item in enumerate(window["labels"], 1):
                     writer.writerow(
-                        [r["path"], "window", window["start"], window["end"], rank, item["label"], f"{item['score']:.6f}", ""]
+                        [
+                            r["path"],
+                            "window",
+                            window["start"],
+                            window["end"],
+                            rank,
+                            item["label"],
+                            f"{item['score']:.6f}",
+                            "",
+                        ]
                     )
         return buffer.getvalue()
     lines = []
@@ -166,12 +177,15 @@ def cmd_tag(args: argparse.Namespace) -> int:
         _tag_record(result, model.label_names, args.top_k, args.threshold) for result in runner.iter_results(paths)
     ]
     _emit(_render_tags(records, args.format), args.output)
-    return _report_failures([r["path"] for r in records if r["error"]], len(records))
+    return _report_failures([r["error"] for r in records if r["error"]], len(records))
 
 
-def _report_failures(failed: list[str], total: int) -> int:
-    if failed:
-        print(f"audiokit: {len(failed)} of {total} file(s) failed (see the error field / messages above)", file=sys.stderr)
+def _report_failures(errors: list[str], total: int) -> int:
+    """Print each failure (messages name the file) and the count to stderr; exit status 1 if any."""
+    for message in errors:
+        print(f"audiokit: error: {message}", file=sys.stderr)
+    if errors:
+        print(f"audiokit: {len(errors)} of {total} file(s) failed", file=sys.stderr)
         return EXIT_FILE_ERRORS
     return EXIT_OK
 
@@ -195,8 +209,10 @@ def cmd_embed(args: argparse.Namespace) -> int:
         np.savez(buffer, ids=np.asarray(result.ids, dtype=str), embeddings=result.vectors, starts=result.starts,
                  ends=result.ends, model=np.asarray(model.pretrained_cfg.name))  # fmt: skip
     write_atomic(args.output, buffer.getvalue())
-    print(f"{args.output}: {result.vectors.shape[0]} embeddings of dimension {result.vectors.shape[1]}", file=sys.stderr)
-    return _report_failures(list(result.errors), len(paths))
+    print(
+        f"{args.output}: {result.vectors.shape[0]} embeddings of dimension {result.vectors.shape[1]}", file=sys.stderr
+    )
+    return _report_failures(list(result.errors.values()), len(paths))
 
 
 # -- parser ------------------------------------------------------------------------------------------------------------
@@ -209,7 +225,9 @@ def _positive_float(text: str) -> float:
 
 def _add_inference_args(p: argparse.ArgumentParser, default_model: str) -> None:
     p.add_argument("inputs", nargs="+", help="audio files, directories or glob patterns")
-    p.add_argument("--model", "-m", default=default_model, help=f"registered name or local-dir:PATH (default {default_model})")
+    p.add_argument(
+        "--model", "-m", default=default_model, help=f"registered name or local-dir:PATH (default {default_model})"
+    )
     p.add_argument("--checkpoint", help="a local weights file (original upstream layout or .safetensors); no download")
     p.add_argument("--recursive", "-r", action="store_true", help="descend into sub-directories")
     p.add_argument("--window", type=_positive_float, help="window length in seconds (per-window results)")

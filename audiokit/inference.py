@@ -172,10 +172,7 @@ class InferenceRunner:
             else contextlib.nullcontext()
         )
         with torch.inference_mode(), autocast:
-            if self.mode == "embedding":
-                out = self.model.embed(batch)
-            else:
-                out = self.model.activate(self.model(batch))
+            out = self.model.embed(batch) if self.mode == "embedding" else self.model.activate(self.model(batch))
         return out.float().cpu().numpy()
 
     def _windows(self, wave: torch.Tensor, result: FileResult) -> list[tuple[int, int]]:
@@ -241,7 +238,7 @@ class InferenceRunner:
             results[index] = result
             if error is not None:
                 result.error = error
-                _logger.error("%s", error)
+                _logger.debug("%s", error)  # reported by the caller (the CLI prints every failure)
             else:
                 assert wave is not None
                 result.duration = wave.shape[-1] / self.sample_rate
@@ -340,9 +337,7 @@ def tag(
         raise ValueError("this model has no classifier (num_classes=0): use embed() for embeddings")
     runner = InferenceRunner(net, mode="scores", window=window, hop=hop, **runner_kwargs)
     names = net.label_names
-    return [
-        _tag_record(result, names, top_k, threshold) for result in runner.run(inputs, recursive=recursive)
-    ]
+    return [_tag_record(result, names, top_k, threshold) for result in runner.run(inputs, recursive=recursive)]
 
 
 def _tag_record(result: FileResult, names: Sequence[str], k: int, threshold: float | None) -> dict[str, Any]:

@@ -25,13 +25,21 @@ def mel_filterbank(cfg: FrontendCfg) -> torch.Tensor:
         if cfg.mel_norm is not None:
             raise ValueError("Kaldi mel banks are unnormalised; set mel_norm=None")
         # Kaldi triangles over the n_fft // 2 bins below Nyquist; the Nyquist bin gets weight zero.
-        banks, _ = kaldi.get_mel_banks(cfg.n_mels, cfg.n_fft, float(cfg.sample_rate), cfg.f_min, f_max, 100.0, -500.0, 1.0)
+        banks, _ = kaldi.get_mel_banks(
+            cfg.n_mels, cfg.n_fft, float(cfg.sample_rate), cfg.f_min, f_max, 100.0, -500.0, 1.0
+        )
         banks = F.pad(banks, (0, 1))
         return banks.T.contiguous().float()
     import torchaudio.functional as AF
 
     return AF.melscale_fbanks(
-        cfg.n_freqs, float(cfg.f_min), float(f_max), cfg.n_mels, cfg.sample_rate, norm=cfg.mel_norm, mel_scale=cfg.mel_scale
+        cfg.n_freqs,
+        float(cfg.f_min),
+        float(f_max),
+        cfg.n_mels,
+        cfg.sample_rate,
+        norm=cfg.mel_norm,
+        mel_scale=cfg.mel_scale,
     ).float()
 
 

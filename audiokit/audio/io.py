@@ -17,7 +17,9 @@ import torch
 _logger = logging.getLogger(__name__)
 
 # Extensions `audiokit tag <dir>` picks up; decoding itself is decided by libsndfile from the content.
-AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif", ".au", ".w64", ".rf64"})
+AUDIO_EXTENSIONS = frozenset(
+    {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif", ".au", ".w64", ".rf64"}
+)
 
 
 class AudioLoadError(ValueError):
