@@ -1,0 +1,173 @@
+#!/usr/bin/env python
+"""Measure audiokit's tagging throughput and memory; write JSON (and a markdown table) with the numbers.
+
+Two measurements per model, on random weights (speed does not depend on the weights' values):
+
+* ``end_to_end``: ``audiokit.tag`` machinery over a directory of generated 10 s files (44.1 kHz WAV/FLAC, some
+  stereo): decode, resample to the model's rate, frontend, model, top-k; files/s and seconds to the first result.
+* ``model_only``: the model's forward (frontend included) on a precomputed batch already on the device, so the
+  end-to-end figure can be compared with the model's own speed.
+
+Peak RSS comes from ``resource.getrusage`` (the process high-water mark, so later measurements include earlier ones);
+peak CUDA memory from ``torch.cuda.max_memory_allocated``, reset per measurement.
+
+    python scripts/benchmark.py --models efficientat_mn10 panns_cnn14 --files 32 --output bench.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+
+import audiokit as ak
+from audiokit.inference import InferenceRunner, expand_inputs
+
+
+def make_files(directory: Path, count: int, seconds: float = 10.0, rate: int = 44100) -> list[Path]:
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(count):
+        channels = 2 if i % 3 == 0 else 1
+        ext = ".flac" if i % 2 else ".wav"
+        x = (0.1 * rng.standard_normal((int(seconds * rate), channels))).astype(np.float32)
+        path = directory / f"clip_{i:04d}{ext}"
+        sf.write(path, x, rate, subtype="PCM_16")
+        paths.append(path)
+    return paths
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
+
+
+def bench_end_to_end(model, paths, batch_size: int, num_workers: int, device: str, precision: str) -> dict:
+    runner = InferenceRunner(model, mode="scores", batch_size=batch_size, num_workers=num_workers, device=device,
+                             precision=precision)  # fmt: skip
+    if runner.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    files = expand_inputs(paths)
+    list(runner.iter_results(files[: min(2, len(files))]))  # warm-up (allocations, worker start-up code paths)
+    start = time.perf_counter()
+    first = None
+    count = 0
+    for result in runner.iter_results(files):
+        if first is None:
+            first = time.perf_counter() - start
+        assert result.ok, result.error
+        count += 1
+    if runner.device.type == "cuda":
+        torch.cuda.synchronize()
+    elapsed = time.perf_counter() - start
+    out = {
+        "files": count,
+        "seconds": round(elapsed, 3),
+        "files_per_s": round(count / elapsed, 2),
+        "seconds_to_first_result": round(first or 0.0, 3),
+        "batch_size": batch_size,
+        "num_workers": num_workers,
+        "precision": precision,
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+    }
+    if runner.device.type == "cuda":
+        out["peak_cuda_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    return out
+
+
+def bench_model_only(model, batch_size: int, device: torch.device, seconds: float, repeats: int, dtype) -> dict:
+    model = model.eval().to(device)
+    wave = 0.1 * torch.randn(batch_size, int(seconds * model.sample_rate), device=device)
+    if dtype is None:
+        autocast = torch.autocast(device.type, enabled=False)
+    else:
+        autocast = torch.autocast(device.type, dtype=dtype)
+    with torch.inference_mode(), autocast:
+        model(wave)  # warm-up
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+        start = time.perf_counter()
+        for _ in range(repeats):
+            model(wave)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+    elapsed = time.perf_counter() - start
+    out = {
+        "batch_size": batch_size,
+        "clips_per_s": round(batch_size * repeats / elapsed, 2),
+        "dtype": str(dtype).replace("torch.", "") if dtype else "float32",
+    }
+    if device.type == "cuda":
+        out["peak_cuda_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="+", default=["efficientat_mn10", "efficientat_mn04", "panns_cnn14"])
+    parser.add_argument("--files", type=int, default=32, help="generated 10 s files")
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[8])
+    parser.add_argument("--workers", type=int, nargs="+", default=[0, 2])
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
+    parser.add_argument("--model-only-repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
+    parser.add_argument("--output", default="benchmark.json")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
+                          ("cpu" if args.device == "auto" else args.device))  # fmt: skip
+    report = {
+        "audiokit": ak.__version__,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "machine": platform.processor() or platform.machine(),
+        "cpu_threads": torch.get_num_threads(),
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "results": {},
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = make_files(Path(tmp), args.files)
+        for name in args.models:
+            model = ak.create_model(name).eval()
+            entry: dict = {"params": sum(p.numel() for p in model.parameters()), "end_to_end": [], "model_only": []}
+            for batch_size in args.batch_sizes:
+                for workers in args.workers:
+                    row = bench_end_to_end(model, paths, batch_size, workers, str(device), args.precision)
+                    entry["end_to_end"].append(row)
+                    print(
+                        f"{name} e2e bs={batch_size} workers={workers}: {row['files_per_s']} files/s", file=sys.stderr
+                    )
+                dtypes = [None] + ([torch.bfloat16] if device.type == "cuda" else [])
+                for dtype in dtypes:
+                    row = bench_model_only(model, batch_size, device, 10.0, args.model_only_repeats, dtype)
+                    entry["model_only"].append(row)
+                    print(f"{name} model-only bs={batch_size}: {row['clips_per_s']} clips/s", file=sys.stderr)
+            report["results"][name] = entry
+    Path(args.output).write_text(json.dumps(report, indent=2) + "\n")
+    lines = ["| model | batch | workers | files/s (e2e) | first result s | peak RSS MB |", "|---|---|---|---|---|---|"]
+    for name, entry in report["results"].items():
+        for row in entry["end_to_end"]:
+            lines.append(f"| {name} | {row['batch_size']} | {row['num_workers']} | {row['files_per_s']} | "
+                         f"{row['seconds_to_first_result']} | {row['peak_rss_mb']} |")  # fmt: skip
+        for row in entry["model_only"]:
+            lines.append(
+                f"| {name} (model only, {row['dtype']}) | {row['batch_size']} | - | {row['clips_per_s']} | - | - |"
+            )
+    Path(args.output).with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
