@@ -1,1 +1,477 @@
-"""PANNs (Kong et al. 2020): being written."""
+"""PANNs: large-scale pretrained audio neural networks (Kong et al., 2020), loaded from the original checkpoints.
+
+Architectures: Cnn6, Cnn10, Cnn14 (also the 16 kHz Cnn14), MobileNetV1 and Wavegram-Logmel-Cnn14, all trained on
+AudioSet (527 classes, multi-label). Module attribute names equal the original ones, so a checkpoint's keys map onto
+ours one to one; only the three frozen frontend tensors are renamed (see :func:`checkpoint_filter_fn`).
+
+Data flow (every family member):
+
+- ``frontend``: waveform ``(B, T)`` -> log-mel ``(B, 1, n_mels, frames)`` in dB. The STFT is a float32 DFT applied as a
+  convolution and the mel matrix is a plain matmul, with the DFT and mel matrices loaded from the checkpoint, so the
+  features are the ones the weights were trained on.
+- ``bn0``: per-mel-bin batch norm (part of the model, not the frontend), then the layout becomes
+  ``(B, 1, frames, n_mels)`` (time before frequency, as in the original).
+- backbone (``forward_features``): ``(B, C, T', F')`` after the last conv block.
+- head (``forward_pre_logits``): mean over frequency, then max over time + mean over time, dropout, ``relu(fc1(.))``:
+  the embedding ``(B, num_features)``.
+- ``fc_audioset``: logits ``(B, num_classes)``. The original applies a sigmoid inside ``forward``; here ``forward``
+  returns logits and ``predict_proba`` applies the sigmoid.
+
+Dropout (0.2 after each conv block, 0.5 before ``fc1``) is active only in training mode, as in the original.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .._pretrained import FrontendCfg, PretrainedCfg
+from .._registry import register_model, register_pretrained_cfgs
+from ._base import AudioClassifier
+
+__all__ = ["Cnn6", "Cnn10", "Cnn14", "MobileNetV1", "WavegramLogmelCnn14", "checkpoint_filter_fn"]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Blocks
+# ---------------------------------------------------------------------------------------------------------------------
+class ConvBlock(nn.Module):
+    """Two 3x3 conv -> BN -> ReLU stages followed by average pooling over ``(time, freq)``.
+
+    ``pool_size=(1, 1)`` means no pooling (the last Cnn14 block).
+    """
+
+    def __init__(self, in_chs: int, out_chs: int, pool_size: tuple[int, int] = (2, 2)):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_chs, out_chs, kernel_size=3, padding=1, bias=False)
+        self.conv2 = nn.Conv2d(out_chs, out_chs, kernel_size=3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(out_chs)
+        self.bn2 = nn.BatchNorm2d(out_chs)
+        self.pool_size = tuple(pool_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.bn1(self.conv1(x)))
+        x = F.relu(self.bn2(self.conv2(x)))
+        if self.pool_size != (1, 1):
+            x = F.avg_pool2d(x, kernel_size=self.pool_size)
+        return x
+
+
+class ConvBlock5x5(nn.Module):
+    """One 5x5 conv -> BN -> ReLU stage followed by average pooling (the Cnn6 block)."""
+
+    def __init__(self, in_chs: int, out_chs: int, pool_size: tuple[int, int] = (2, 2)):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_chs, out_chs, kernel_size=5, padding=2, bias=False)
+        self.bn1 = nn.BatchNorm2d(out_chs)
+        self.pool_size = tuple(pool_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.bn1(self.conv1(x)))
+        if self.pool_size != (1, 1):
+            x = F.avg_pool2d(x, kernel_size=self.pool_size)
+        return x
+
+
+class ConvPreWavBlock(nn.Module):
+    """1-D block of the Wavegram branch: conv3 -> BN -> ReLU -> dilated conv3 -> BN -> ReLU -> max-pool by ``pool``."""
+
+    def __init__(self, in_chs: int, out_chs: int, pool: int = 4):
+        super().__init__()
+        self.conv1 = nn.Conv1d(in_chs, out_chs, kernel_size=3, padding=1, bias=False)
+        self.conv2 = nn.Conv1d(out_chs, out_chs, kernel_size=3, dilation=2, padding=2, bias=False)
+        self.bn1 = nn.BatchNorm1d(out_chs)
+        self.bn2 = nn.BatchNorm1d(out_chs)
+        self.pool = pool
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.bn1(self.conv1(x)))
+        x = F.relu(self.bn2(self.conv2(x)))
+        return F.max_pool1d(x, kernel_size=self.pool)
+
+
+def _mobilenet_stem(in_chs: int, out_chs: int, pool: int) -> nn.Sequential:
+    # PANNs' variant pools *before* the batch norm, and downsamples by pooling rather than by conv stride.
+    # Indices: 0 conv, 1 pool, 2 bn, 3 relu (the checkpoint keys depend on them).
+    return nn.Sequential(
+        nn.Conv2d(in_chs, out_chs, kernel_size=3, padding=1, bias=False),
+        nn.AvgPool2d(pool),
+        nn.BatchNorm2d(out_chs),
+        nn.ReLU(inplace=True),
+    )
+
+
+def _mobilenet_separable(in_chs: int, out_chs: int, pool: int) -> nn.Sequential:
+    # Depthwise 3x3 -> pool -> BN -> ReLU -> pointwise 1x1 -> BN -> ReLU.
+    # Indices: 0 dw conv, 1 pool, 2 bn, 3 relu, 4 pw conv, 5 bn, 6 relu (the checkpoint keys depend on them).
+    return nn.Sequential(
+        nn.Conv2d(in_chs, in_chs, kernel_size=3, padding=1, groups=in_chs, bias=False),
+        nn.AvgPool2d(pool),
+        nn.BatchNorm2d(in_chs),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(in_chs, out_chs, kernel_size=1, bias=False),
+        nn.BatchNorm2d(out_chs),
+        nn.ReLU(inplace=True),
+    )
+
+
+# (out_chs, pool) of the 13 depthwise-separable blocks after the 32-channel stem.
+_MOBILENETV1_PLAN: tuple[tuple[int, int], ...] = (
+    (64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2),
+    (512, 1), (512, 1), (512, 1), (512, 1), (512, 1), (1024, 2), (1024, 1),
+)  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Models
+# ---------------------------------------------------------------------------------------------------------------------
+class PannsClassifier(AudioClassifier):
+    """Shared parts of the PANNs models: ``bn0`` over mel bins, the mean/max head with ``fc1``, and ``fc_audioset``.
+
+    Subclasses build the backbone between ``bn0`` and the head and set ``time_pools`` (how many times the backbone
+    halves the time axis), which fixes the shortest input the model accepts.
+    """
+
+    time_pools: int = 0
+
+    def __init__(
+        self,
+        pretrained_cfg: PretrainedCfg,
+        num_features: int,
+        drop_rate: float = 0.5,
+        block_drop_rate: float = 0.2,
+    ):
+        super().__init__(pretrained_cfg)
+        if pretrained_cfg.frontend.kind != "logmel":
+            raise ValueError(
+                f"{type(self).__name__} needs a log-mel frontend, got kind={pretrained_cfg.frontend.kind!r}"
+            )
+        self.num_features = num_features
+        self.drop_rate = drop_rate
+        self.block_drop_rate = block_drop_rate
+        self.bn0 = nn.BatchNorm2d(pretrained_cfg.frontend.n_mels)
+
+    def _init_head(self) -> None:
+        """Create ``fc1`` and ``fc_audioset`` (called last by subclasses: the state dict keeps the original order)."""
+        self.fc1 = nn.Linear(self.num_features, self.num_features)
+        self.fc_audioset: nn.Module = (
+            nn.Linear(self.num_features, self.num_classes) if self.num_classes > 0 else nn.Identity()
+        )
+
+    @property
+    def min_samples(self) -> int:
+        # The backbone halves the time axis `time_pools` times, so it needs 2**time_pools frames (Cnn14: 32 frames,
+        # 9920 samples at 32 kHz); shorter input is zero-padded by prepare_waveform.
+        cfg = self.frontend_cfg
+        frames = 2**self.time_pools
+        needed = (frames - 1) * cfg.hop_length if cfg.center else cfg.n_fft + (frames - 1) * cfg.hop_length
+        return max(cfg.min_samples, needed)
+
+    def logmel(self, waveform: torch.Tensor) -> torch.Tensor:
+        """``(B, T)`` -> log-mel normalised by ``bn0``, laid out ``(B, 1, frames, n_mels)`` as the backbone expects."""
+        x = self.frontend(waveform).transpose(2, 3)  # (B, 1, frames, n_mels)
+        # Mel bins as channels, through the same (B, n_mels, frames, 1) view as the original, so that the batch-norm
+        # kernel sees the same memory layout and rounds identically.
+        return self.bn0(x.transpose(1, 3)).transpose(1, 3)
+
+    def _block_dropout(self, x: torch.Tensor) -> torch.Tensor:
+        return F.dropout(x, p=self.block_drop_rate, training=self.training)
+
+    def forward_pre_logits(self, features: torch.Tensor) -> torch.Tensor:
+        """``(B, C, T', F')`` -> embedding ``(B, num_features)`` = ``relu(fc1(max_t + mean_t of the freq mean))``."""
+        x = features.mean(dim=3)
+        x = x.amax(dim=2) + x.mean(dim=2)
+        x = F.dropout(x, p=self.drop_rate, training=self.training)
+        return F.relu(self.fc1(x))
+
+    def checkpoint_filter_fn(self, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return checkpoint_filter_fn(super().checkpoint_filter_fn(state_dict))
+
+
+class _CnnStack(PannsClassifier):
+    """Cnn6/Cnn10/Cnn14: a plain stack ``conv_block1..N`` on the normalised log-mel."""
+
+    def __init__(
+        self,
+        pretrained_cfg: PretrainedCfg,
+        block: type[nn.Module],
+        widths: tuple[int, ...],
+        pools: tuple[tuple[int, int], ...],
+        **kwargs: Any,
+    ):
+        super().__init__(pretrained_cfg, num_features=widths[-1], **kwargs)
+        in_chs = 1
+        for i, (out_chs, pool) in enumerate(zip(widths, pools, strict=True), start=1):
+            self.add_module(f"conv_block{i}", block(in_chs, out_chs, pool_size=pool))
+            in_chs = out_chs
+        self._block_names = [f"conv_block{i}" for i in range(1, len(widths) + 1)]
+        self.time_pools = sum(p[0] == 2 for p in pools)
+        self._init_head()
+
+    def forward_features(self, waveform: torch.Tensor) -> torch.Tensor:
+        """``(B, T)`` -> ``(B, C, T', F')`` after the last conv block (Cnn14, 10 s: ``(B, 2048, 31, 2)``)."""
+        x = self.logmel(waveform)
+        for name in self._block_names:
+            x = self._block_dropout(getattr(self, name)(x))
+        return x
+
+
+class Cnn6(_CnnStack):
+    """Four 5x5 conv blocks (64, 128, 256, 512 channels), each followed by 2x2 average pooling; embedding 512."""
+
+    def __init__(self, pretrained_cfg: PretrainedCfg, **kwargs: Any):
+        super().__init__(pretrained_cfg, ConvBlock5x5, (64, 128, 256, 512), ((2, 2),) * 4, **kwargs)
+
+
+class Cnn10(_CnnStack):
+    """Four double-3x3 conv blocks (64, 128, 256, 512 channels) with 2x2 average pooling; embedding 512."""
+
+    def __init__(self, pretrained_cfg: PretrainedCfg, **kwargs: Any):
+        super().__init__(pretrained_cfg, ConvBlock, (64, 128, 256, 512), ((2, 2),) * 4, **kwargs)
+
+
+class Cnn14(_CnnStack):
+    """Six double-3x3 conv blocks (64 ... 2048 channels), 2x2 pooling after the first five; embedding 2048.
+
+    The same class serves the 32 kHz and the 16 kHz weights: only the frontend differs.
+    """
+
+    def __init__(self, pretrained_cfg: PretrainedCfg, **kwargs: Any):
+        widths = (64, 128, 256, 512, 1024, 2048)
+        super().__init__(pretrained_cfg, ConvBlock, widths, ((2, 2),) * 5 + ((1, 1),), **kwargs)
+
+
+class MobileNetV1(PannsClassifier):
+    """PANNs' MobileNetV1: a 32-channel stem and 13 depthwise-separable blocks (``features.0`` ... ``features.13``).
+
+    Unlike the ImageNet MobileNet, downsampling is average pooling placed between each 3x3 conv and its batch norm,
+    and there is no dropout between blocks. Embedding 1024.
+    """
+
+    time_pools = 5
+
+    def __init__(self, pretrained_cfg: PretrainedCfg, **kwargs: Any):
+        super().__init__(pretrained_cfg, num_features=_MOBILENETV1_PLAN[-1][0], **kwargs)
+        layers = [_mobilenet_stem(1, 32, pool=2)]
+        in_chs = 32
+        for out_chs, pool in _MOBILENETV1_PLAN:
+            layers.append(_mobilenet_separable(in_chs, out_chs, pool))
+            in_chs = out_chs
+        self.features = nn.Sequential(*layers)
+        self._init_head()
+
+    def forward_features(self, waveform: torch.Tensor) -> torch.Tensor:
+        """``(B, T)`` -> ``(B, 1024, T', F')`` (10 s: ``(B, 1024, 31, 2)``)."""
+        return self.features(self.logmel(waveform))
+
+
+class WavegramLogmelCnn14(PannsClassifier):
+    """Cnn14 fed with two branches concatenated after its first block: log-mel and a learned "Wavegram".
+
+    The Wavegram branch is a strided 1-D conv over the raw waveform and three 1-D blocks (each max-pooling by 4);
+    its 128 channels are regrouped into 4 channels x 32 pseudo-frequency bins and passed through a 2-D block that
+    halves time. Embedding 2048.
+
+    Input length: the two branches reach the concatenation with the same number of frames only for some input
+    lengths (the original raises a size error for the others, e.g. 9920 samples; 10 s, 7 s and 1 s work). Here
+    ``forward_features`` zero-pads the waveform at the end by the fewest samples that make the branches agree
+    (nothing for the lengths the original accepts, so the outputs are the original's there; never more than
+    10240 samples, since every multiple of 10240 works).
+    """
+
+    time_pools = 5
+
+    def __init__(self, pretrained_cfg: PretrainedCfg, **kwargs: Any):
+        super().__init__(pretrained_cfg, num_features=2048, **kwargs)
+        fe = pretrained_cfg.frontend
+        if fe.n_mels != 64 or not fe.center:
+            raise ValueError("WavegramLogmelCnn14 needs 64 mel bins and a centred STFT (the Wavegram has 32 bins)")
+        self.pre_conv0 = nn.Conv1d(1, 64, kernel_size=11, stride=5, padding=5, bias=False)
+        self.pre_bn0 = nn.BatchNorm1d(64)
+        self.pre_block1 = ConvPreWavBlock(64, 64)
+        self.pre_block2 = ConvPreWavBlock(64, 128)
+        self.pre_block3 = ConvPreWavBlock(128, 128)
+        self.pre_block4 = ConvBlock(4, 64, pool_size=(2, 1))
+        self.conv_block1 = ConvBlock(1, 64)
+        self.conv_block2 = ConvBlock(128, 128)
+        self.conv_block3 = ConvBlock(128, 256)
+        self.conv_block4 = ConvBlock(256, 512)
+        self.conv_block5 = ConvBlock(512, 1024)
+        self.conv_block6 = ConvBlock(1024, 2048, pool_size=(1, 1))
+        self._init_head()
+
+    def _branch_frames(self, num_samples: int) -> tuple[int, int]:
+        """Frames that the Wavegram and the log-mel branch produce at the concatenation for ``num_samples``."""
+        conv_out = (num_samples - 1) // 5 + 1  # kernel 11, stride 5, padding 5
+        wave = conv_out // (4 * 4 * 4) // 2
+        mel = self.frontend_cfg.num_frames(num_samples) // 2
+        return wave, mel
+
+    def aligned_length(self, num_samples: int) -> int:
+        """The shortest length >= ``num_samples`` at which both branches agree (see the class docstring)."""
+        for n in range(num_samples, num_samples + 10240 + 1):
+            wave, mel = self._branch_frames(n)
+            if wave == mel:
+                return n
+        raise RuntimeError(f"no input length from {num_samples} aligns the two branches (frontend {self.frontend_cfg})")
+
+    def forward_wavegram(self, waveform: torch.Tensor) -> torch.Tensor:
+        """``(B, T)`` -> Wavegram ``(B, 64, frames / 2, 32)``."""
+        a = F.relu(self.pre_bn0(self.pre_conv0(waveform[:, None, :])))
+        a = self.pre_block3(self.pre_block2(self.pre_block1(a)))  # (B, 128, T')
+        a = a.reshape(a.shape[0], -1, 32, a.shape[-1]).transpose(2, 3)  # (B, 4, T', 32)
+        return self.pre_block4(a)
+
+    def forward_features(self, waveform: torch.Tensor) -> torch.Tensor:
+        """``(B, T)`` -> ``(B, 2048, T', 2)``; pads the waveform as the class docstring explains."""
+        short = self.aligned_length(waveform.shape[-1]) - waveform.shape[-1]
+        if short:
+            waveform = F.pad(waveform, (0, short))
+        wavegram = self.forward_wavegram(waveform)
+        x = self.conv_block1(self.logmel(waveform))
+        x = self._block_dropout(torch.cat((x, wavegram), dim=1))
+        for block in (self.conv_block2, self.conv_block3, self.conv_block4, self.conv_block5, self.conv_block6):
+            x = self._block_dropout(block(x))
+        return x
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Checkpoint conversion
+# ---------------------------------------------------------------------------------------------------------------------
+# The original frontend stores its DFT and mel matrices as frozen parameters under these names.
+_FRONTEND_KEYS = {
+    "spectrogram_extractor.stft.conv_real.weight": "frontend.dft_real",
+    "spectrogram_extractor.stft.conv_imag.weight": "frontend.dft_imag",
+    "logmel_extractor.melW": "frontend.mel_fb",
+}
+
+
+def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Map an original PANNs state dict (already taken out of ``{'model': ...}``) onto our key names.
+
+    Only the frontend tensors are renamed; they keep their values, which are the exact float32 DFT x window and mel
+    matrices the weights were trained with. Our own key names pass through unchanged.
+    """
+    return {_FRONTEND_KEYS.get(k, k): v for k, v in state_dict.items()}
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Pretrained configurations
+# ---------------------------------------------------------------------------------------------------------------------
+def _frontend(sample_rate: int, n_fft: int, hop_length: int, f_max: float) -> FrontendCfg:
+    return FrontendCfg(
+        kind="logmel",
+        sample_rate=sample_rate,
+        n_fft=n_fft,
+        hop_length=hop_length,
+        n_mels=64,
+        f_min=50.0,
+        f_max=f_max,
+        window="hann",  # periodic
+        center=True,
+        pad_mode="reflect",
+        stft="dft_conv",
+        mel_scale="slaney",
+        mel_norm="slaney",
+        log="db",
+        amin=1e-10,
+        stored_in_checkpoint=True,
+    )
+
+
+FRONTEND_32K = _frontend(32000, 1024, 320, 14000.0)
+FRONTEND_16K = _frontend(16000, 512, 160, 8000.0)
+
+_ZENODO = "https://zenodo.org/record/3987831/files/{}?download=1"
+
+
+def _cfg(
+    architecture: str,
+    filename: str,
+    audioset_map: float,
+    num_params: int,
+    *,
+    frontend: FrontendCfg = FRONTEND_32K,
+    sha256: str | None = None,
+    md5: str | None = None,
+    notes: str | None = None,
+) -> PretrainedCfg:
+    if md5 is not None:
+        notes = (notes + "; " if notes else "") + f"upstream md5 {md5}"
+    return PretrainedCfg(
+        architecture=architecture,
+        tag="audioset",
+        frontend=frontend,
+        num_classes=527,
+        task="multilabel",
+        label_set="audioset",
+        url=_ZENODO.format(filename.replace("=", "%3D")),
+        sha256=sha256,
+        filename=filename,
+        clip_seconds=10.0,
+        classifier="fc_audioset",
+        license="code MIT; weights CC-BY-4.0",
+        paper="Kong et al., PANNs: Large-Scale Pretrained Audio Neural Networks for Audio Pattern Recognition, "
+        "IEEE/ACM TASLP 2020 (arXiv:1912.10211)",
+        source="https://github.com/qiuqiangkong/audioset_tagging_cnn, weights on Zenodo record 3987831",
+        metrics={"audioset_map": audioset_map},
+        num_params=num_params,
+        notes=notes,
+    )
+
+
+default_cfgs: list[PretrainedCfg] = [
+    _cfg("panns_cnn14", "Cnn14_mAP=0.431.pth", 0.431, 80_753_615,
+         sha256="0dc499e40e9761ef5ea061ffc77697697f277f6a960894903df3ada000e34b31"),
+    _cfg("panns_cnn14_16k", "Cnn14_16k_mAP=0.438.pth", 0.438, 80_753_615, frontend=FRONTEND_16K,
+         md5="362fc5ff18f1d6ad2f6d464b45893f2c",
+         notes="trained on 32 kHz clips decimated by 2 without an anti-alias filter"),
+    _cfg("panns_cnn10", "Cnn10_mAP=0.380.pth", 0.380, 5_219_279, md5="bfb1f1f9968938fa8ef4012b8471f5f6"),
+    _cfg("panns_cnn6", "Cnn6_mAP=0.343.pth", 0.343, 4_837_455, md5="e25e26b84585b14c7754c91e48efc9be"),
+    _cfg("panns_mobilenetv1", "MobileNetV1_mAP=0.389.pth", 0.389, 4_796_303, md5="a419303e1c88aa1b9d2ac3811563d371"),
+    _cfg("panns_wavegram_logmel_cnn14", "Wavegram_Logmel_Cnn14_mAP=0.439.pth", 0.439, 81_065_487,
+         md5="17fa9ab65af3c0eb5ffbc5f65552c4e1"),
+]  # fmt: skip
+register_pretrained_cfgs(default_cfgs)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Builders (named after the registry names)
+# ---------------------------------------------------------------------------------------------------------------------
+@register_model
+def panns_cnn6(pretrained_cfg: PretrainedCfg, **kwargs: Any) -> Cnn6:
+    """PANNs Cnn6 (4.8 M parameters, AudioSet mAP 0.343), 32 kHz."""
+    return Cnn6(pretrained_cfg, **kwargs)
+
+
+@register_model
+def panns_cnn10(pretrained_cfg: PretrainedCfg, **kwargs: Any) -> Cnn10:
+    """PANNs Cnn10 (5.2 M parameters, AudioSet mAP 0.380), 32 kHz."""
+    return Cnn10(pretrained_cfg, **kwargs)
+
+
+@register_model
+def panns_cnn14(pretrained_cfg: PretrainedCfg, **kwargs: Any) -> Cnn14:
+    """PANNs Cnn14 (80.8 M parameters, AudioSet mAP 0.431), 32 kHz."""
+    return Cnn14(pretrained_cfg, **kwargs)
+
+
+@register_model
+def panns_cnn14_16k(pretrained_cfg: PretrainedCfg, **kwargs: Any) -> Cnn14:
+    """PANNs Cnn14 for 16 kHz audio (80.8 M parameters, AudioSet mAP 0.438)."""
+    return Cnn14(pretrained_cfg, **kwargs)
+
+
+@register_model
+def panns_mobilenetv1(pretrained_cfg: PretrainedCfg, **kwargs: Any) -> MobileNetV1:
+    """PANNs MobileNetV1 (4.8 M parameters, AudioSet mAP 0.389), 32 kHz."""
+    return MobileNetV1(pretrained_cfg, **kwargs)
+
+
+@register_model
+def panns_wavegram_logmel_cnn14(pretrained_cfg: PretrainedCfg, **kwargs: Any) -> WavegramLogmelCnn14:
+    """PANNs Wavegram-Logmel-Cnn14 (81.1 M parameters, AudioSet mAP 0.439), 32 kHz."""
+    return WavegramLogmelCnn14(pretrained_cfg, **kwargs)
