@@ -91,12 +91,6 @@ def _format_table(header: list[str], rows: list[list[str]]) -> str:
 
 
 # -- tag ---------------------------------------------------------------------------------------------------------------
-def _load_model(args: argparse.Namespace):
-    from ._builder import create_model
-
-    return create_model(args.model, pretrained=args.checkpoint is None, checkpoint_path=args.checkpoint)
-
-
 def _runner_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "batch_size": args.batch_size,
@@ -163,9 +157,9 @@ def _emit(text: str | bytes, output: str | None) -> None:
 
 
 def cmd_tag(args: argparse.Namespace) -> int:
-    from .inference import InferenceRunner, _tag_record, expand_inputs
+    from .inference import InferenceRunner, _tag_record, expand_inputs, load_model
 
-    model = _load_model(args)
+    model = load_model(args.model, args.checkpoint)
     if model.num_classes == 0:
         raise CliError(f"{args.model} has no classifier; use `audiokit embed`")
     runner = InferenceRunner(model, mode="scores", window=args.window, hop=args.hop, aggregate=args.aggregate,
@@ -194,9 +188,9 @@ def _report_failures(errors: list[str], total: int) -> int:
 def cmd_embed(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from .inference import embed, expand_inputs
+    from .inference import embed, expand_inputs, load_model
 
-    model = _load_model(args)
+    model = load_model(args.model, args.checkpoint)
     paths = expand_inputs(args.inputs, recursive=args.recursive)
     if not paths:
         raise CliError("no input files")

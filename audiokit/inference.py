@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import glob
 import logging
-import math
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -297,10 +296,13 @@ def top_k(scores: np.ndarray | torch.Tensor, label_names: Sequence[str], k: int 
     return [(label_names[i], float(values[i])) for i in order if threshold is None or values[i] >= threshold]
 
 
-def _load_model(model: AudioClassifier | str | None, checkpoint_path: str | os.PathLike[str] | None) -> AudioClassifier:
+def load_model(model: AudioClassifier | str | None, checkpoint_path: str | os.PathLike[str] | None) -> AudioClassifier:
+    """A model instance as given, or built by name with weights from ``checkpoint_path`` or the download cache."""
     from ._builder import create_model
 
     if isinstance(model, AudioClassifier):
+        if checkpoint_path is not None:
+            raise ValueError("checkpoint_path applies to a model name, not to a model instance")
         return model
     name = model or DEFAULT_MODEL
     return create_model(name, pretrained=checkpoint_path is None, checkpoint_path=checkpoint_path)
@@ -332,7 +334,7 @@ def tag(
     """
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
-    net = _load_model(model, checkpoint_path)
+    net = load_model(model, checkpoint_path)
     if net.num_classes == 0:
         raise ValueError("this model has no classifier (num_classes=0): use embed() for embeddings")
     runner = InferenceRunner(net, mode="scores", window=window, hop=hop, **runner_kwargs)
@@ -381,7 +383,7 @@ def embed(
     """Embeddings of audio files: one row per file, or one per window when ``window`` is given."""
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
-    net = _load_model(model, checkpoint_path)
+    net = load_model(model, checkpoint_path)
     runner = InferenceRunner(net, mode="embedding", window=window, hop=hop, **runner_kwargs)
     ids: list[str] = []
     rows: list[np.ndarray] = []
@@ -407,7 +409,3 @@ def embed(
     width = net.num_features
     vectors = np.stack(rows).astype(np.float32) if rows else np.zeros((0, width), np.float32)
     return Embeddings(ids, vectors, np.asarray(starts), np.asarray(ends), errors)
-
-
-def finite_or_none(value: float | None) -> float | None:
-    return None if value is None or not math.isfinite(value) else value
