@@ -209,6 +209,31 @@ def cmd_embed(args: argparse.Namespace) -> int:
     return _report_failures(list(result.errors.values()), len(paths))
 
 
+# -- finetune ----------------------------------------------------------------------------------------------------------
+def cmd_finetune(args: argparse.Namespace) -> int:
+    from .train.config import RunConfig
+    from .train.loop import finetune, new_run_dir
+
+    if args.resume:
+        run_dir = Path(args.resume)
+        if not (run_dir / "config.yaml").is_file():
+            raise CliError(f"--resume {run_dir}: not a run directory (no config.yaml)")
+        cfg = RunConfig.from_yaml(run_dir / "config.yaml", args.set)
+    else:
+        if not args.config:
+            raise CliError("give a config file (or --resume RUN_DIR)")
+        cfg = RunConfig.from_yaml(args.config, args.set)
+        run_dir = new_run_dir(cfg, args.config)
+    cfg.validate()
+    if args.fold is not None and args.fold not in (1, 2, 3, 4, 5):
+        raise CliError(f"--fold must be 1-5, got {args.fold}")
+    folds = [args.fold] if args.fold is not None else None
+    summary = finetune(cfg, run_dir, folds=folds, resume=bool(args.resume), progress=not args.quiet)
+    if summary:
+        print(json.dumps({"run_dir": str(run_dir), **{k: summary[k] for k in ("metric", "final", "best_epoch")}}))
+    return EXIT_FILE_ERRORS if summary.get("skipped_clips") else EXIT_OK
+
+
 # -- parser ------------------------------------------------------------------------------------------------------------
 def _positive_float(text: str) -> float:
     value = float(text)
@@ -259,6 +284,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_inference_args(p, DEFAULT_MODEL)
     p.add_argument("--output", "-o", required=True, help="output .npz or .npy")
     p.set_defaults(func=cmd_embed)
+
+    p = sub.add_parser("finetune", help="fine-tune a pretrained model (ESC-50 5-fold CV, folders, CSV manifests)")
+    p.add_argument("config", nargs="?", help="YAML config (see configs/)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. data.root=/data")
+    p.add_argument("--fold", type=int, help="run one ESC-50 test fold (1-5) instead of all")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_finetune)
     return parser
 
 
@@ -270,11 +303,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     from ._builder import CheckpointMismatchError
     from ._hub import CheckpointLoadError, WeightsUnavailableError
     from ._registry import UnknownModelError
+    from .train.config import ConfigError
 
     try:
         return args.func(args)
-    except (CliError, UnknownModelError, WeightsUnavailableError, CheckpointLoadError, CheckpointMismatchError,
-            FileNotFoundError, ValueError) as err:  # fmt: skip
+    except (CliError, ConfigError, UnknownModelError, WeightsUnavailableError, CheckpointLoadError,
+            CheckpointMismatchError, FileNotFoundError, ValueError) as err:  # fmt: skip
         message = err.args[0] if isinstance(err, (UnknownModelError, KeyError)) and err.args else str(err)
         print(f"audiokit: error: {message}", file=sys.stderr)
         return EXIT_USAGE
