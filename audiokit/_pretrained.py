@@ -17,12 +17,14 @@ TASKS: tuple[str, ...] = ("multilabel", "multiclass")
 class FrontendCfg:
     """Every number that turns a waveform into the model's input features.
 
-    ``kind`` selects the pipeline: ``"logmel"`` (STFT -> power -> mel -> log -> affine normalisation) or
+    ``kind`` selects the pipeline: ``"logmel"`` (STFT -> power -> mel -> log -> affine normalisation),
+    ``"kaldi_fbank"`` (Kaldi-compatible log filterbanks computed by ``torchaudio.compliance.kaldi.fbank`` one clip at
+    a time, padded with zeros in the log domain or truncated to ``max_frames``, then the affine normalisation; AST) or
     ``"waveform"`` (identity, for models that take raw samples). The field names are the project-wide vocabulary
     (dataclass, YAML and CLI alike).
     """
 
-    kind: Literal["logmel", "waveform"] = "logmel"
+    kind: Literal["logmel", "kaldi_fbank", "waveform"] = "logmel"
     sample_rate: int = 32000
     n_fft: int = 1024
     win_length: int | None = None  # None: n_fft
@@ -45,6 +47,9 @@ class FrontendCfg:
     # True where the original checkpoints store the DFT and mel matrices (PANNs): they become persistent buffers
     # so the exact float32 tensors the model was trained with are loaded rather than recomputed.
     stored_in_checkpoint: bool = False
+    # Fixed output length in frames: shorter spectrograms are zero-padded at the end (in the log domain, before the
+    # normalisation), longer ones truncated. None keeps every frame. Only "kaldi_fbank" uses it (AST: 1024 or 128).
+    max_frames: int | None = None
 
     @property
     def n_freqs(self) -> int:
@@ -55,10 +60,24 @@ class FrontendCfg:
         """Fewest samples the frontend accepts (reflect padding needs more than n_fft // 2)."""
         if self.kind == "waveform":
             return 1
+        if self.kind == "kaldi_fbank":
+            return self.win_length or self.n_fft  # Kaldi frames are never padded (snip_edges)
         extra = 1 if self.preemphasis else 0
         return (self.n_fft // 2 + 1 + extra) if self.center else (self.n_fft + extra)
 
+    @property
+    def max_samples(self) -> int | None:
+        """Samples beyond which a fixed-length frontend ignores input (``max_frames``); None when unbounded."""
+        if self.max_frames is None:
+            return None
+        if self.kind == "kaldi_fbank":
+            return (self.win_length or self.n_fft) + (self.max_frames - 1) * self.hop_length
+        return self.max_frames * self.hop_length
+
     def num_frames(self, num_samples: int) -> int:
+        if self.kind == "kaldi_fbank":
+            frames = 1 + (num_samples - (self.win_length or self.n_fft)) // self.hop_length
+            return frames if self.max_frames is None else self.max_frames
         n = num_samples - (1 if self.preemphasis else 0)
         if self.center:
             return 1 + n // self.hop_length

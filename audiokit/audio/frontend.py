@@ -65,6 +65,67 @@ def dft_matrices(cfg: FrontendCfg) -> tuple[torch.Tensor, torch.Tensor]:
     return real, imag
 
 
+def _check_kaldi_cfg(cfg: FrontendCfg) -> None:
+    """The Kaldi pipeline has fixed framing; refuse settings it cannot honour rather than ignore them."""
+    win_length = cfg.win_length or cfg.n_fft
+    problems = []
+    if cfg.center:
+        problems.append("center must be False (Kaldi frames are not padded)")
+    if cfg.window != "hann_symmetric":
+        problems.append("window must be 'hann_symmetric' (Kaldi 'hanning')")
+    if cfg.mel_scale != "kaldi" or cfg.mel_norm is not None:
+        problems.append("mel_scale must be 'kaldi' with mel_norm None")
+    if cfg.log != "ln" or cfg.stft != "fft":
+        problems.append("log must be 'ln' and stft 'fft'")
+    if cfg.n_fft != 1 << (win_length - 1).bit_length():
+        problems.append(f"n_fft must be the power of two at or above win_length {win_length}")
+    if cfg.max_frames is not None and cfg.max_frames < 1:
+        problems.append("max_frames must be positive")
+    if problems:
+        raise ValueError("invalid kaldi_fbank frontend: " + "; ".join(problems))
+
+
+def kaldi_fbank(waveform: torch.Tensor, cfg: FrontendCfg) -> torch.Tensor:
+    """``(B, T)`` float32 waveform -> normalised Kaldi log filterbanks ``(B, n_mels, frames)``.
+
+    ``torchaudio.compliance.kaldi.fbank`` handles one signal at a time, so the batch is processed clip by clip
+    (every clip of a batch has the same length, hence the same frame count). Each frame: DC removal, pre-emphasis,
+    symmetric Hann window, zero-padded FFT, power, Kaldi mel triangles, ``log(max(x, float32 eps))``. The result is
+    padded with zeros (log domain) or cut to ``max_frames`` and then normalised as ``(x - mean) / std``.
+    """
+    from torchaudio.compliance import kaldi
+
+    win_length = cfg.win_length or cfg.n_fft
+    to_ms = 1000.0 / cfg.sample_rate
+    feats = []
+    for clip in waveform:
+        fb = kaldi.fbank(
+            clip[None],
+            num_mel_bins=cfg.n_mels,
+            sample_frequency=float(cfg.sample_rate),
+            frame_length=win_length * to_ms,
+            frame_shift=cfg.hop_length * to_ms,
+            window_type="hanning",
+            preemphasis_coefficient=cfg.preemphasis,
+            low_freq=cfg.f_min,
+            high_freq=cfg.f_max if cfg.f_max is not None else 0.0,
+            dither=0.0,
+            htk_compat=True,
+            use_energy=False,
+            remove_dc_offset=True,
+            round_to_power_of_two=True,
+            snip_edges=True,
+        )  # (frames, n_mels)
+        if cfg.max_frames is not None:
+            fb = fb[: cfg.max_frames]
+            fb = F.pad(fb, (0, 0, 0, cfg.max_frames - fb.shape[0]))
+        feats.append(fb.T)
+    out = torch.stack(feats)
+    if cfg.mean != 0.0 or cfg.std != 1.0:
+        out = (out - cfg.mean) / cfg.std
+    return out
+
+
 class LogMelFrontend(nn.Module):
     """Waveform ``(B, T)`` -> normalised log-mel ``(B, 1, n_mels, frames)``.
 
@@ -77,8 +138,11 @@ class LogMelFrontend(nn.Module):
         self.cfg = cfg
         if cfg.kind == "waveform":
             return
+        if cfg.kind == "kaldi_fbank":
+            _check_kaldi_cfg(cfg)
+            return
         if cfg.kind != "logmel":
-            raise ValueError(f"unknown frontend kind {cfg.kind!r}; allowed: 'logmel', 'waveform'")
+            raise ValueError(f"unknown frontend kind {cfg.kind!r}; allowed: 'logmel', 'kaldi_fbank', 'waveform'")
         if cfg.log not in ("db", "ln"):
             raise ValueError(f"unknown log {cfg.log!r}; allowed: 'db', 'ln'")
         if cfg.stft not in ("fft", "dft_conv"):
@@ -138,6 +202,9 @@ class LogMelFrontend(nn.Module):
                 f"waveform has {waveform.shape[-1]} samples; this frontend needs at least {cfg.min_samples} "
                 f"({cfg.min_samples / cfg.sample_rate:.3f} s at {cfg.sample_rate} Hz)"
             )
+        if cfg.kind == "kaldi_fbank":
+            with torch.autocast(device_type=waveform.device.type, enabled=False):
+                return kaldi_fbank(waveform.float(), cfg)[:, None]
         with torch.autocast(device_type=waveform.device.type, enabled=False):
             power = self.power_spectrogram(waveform.float())
             mel = torch.matmul(power.transpose(1, 2), self.mel_fb).transpose(1, 2)  # (B, n_mels, frames)
@@ -153,6 +220,11 @@ class LogMelFrontend(nn.Module):
         c = self.cfg
         if c.kind == "waveform":
             return "waveform"
+        if c.kind == "kaldi_fbank":
+            return (
+                f"kaldi_fbank, sr={c.sample_rate}, win={c.win_length or c.n_fft}, hop={c.hop_length}, mels={c.n_mels}, "
+                f"max_frames={c.max_frames}"
+            )
         f_max = c.f_max if c.f_max is not None else c.sample_rate / 2
         return (
             f"sr={c.sample_rate}, n_fft={c.n_fft}, win={c.win_length or c.n_fft} ({c.window}), hop={c.hop_length}, "

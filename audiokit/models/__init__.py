@@ -1,5 +1,7 @@
 """Model families; importing this package registers every architecture (no I/O happens at import)."""
 
+from . import ast as ast
+from . import bcresnet as bcresnet
 from . import efficientat as efficientat
 from . import panns as panns
 from ._base import AudioClassifier as AudioClassifier
