@@ -148,9 +148,9 @@ def create_model(
     model = build_model(cfg, **{**cfg.model_kwargs, **kwargs})
 
     if checkpoint_path is not None:
-        from ._hub import load_state_dict_file
+        from ._hub import load_state_dict_file, resolve_checkpoint_path
 
-        path = Path(checkpoint_path).expanduser()
+        path = resolve_checkpoint_path(checkpoint_path)
         load_weights(model, load_state_dict_file(path), source=str(path), allow_new_classifier=new_head)
     elif pretrained:
         from ._hub import WeightsUnavailableError, load_state_dict_file, resolve_weights

@@ -598,3 +598,20 @@ def _classify_torch_failure(path: pathlib.Path, exc: BaseException) -> str:
             return f"the file is truncated (unexpected end of data): {exc!r}"
         return f"corrupt or truncated PyTorch checkpoint: {type(exc).__name__}: {exc}"
     return f"{_describe_unrecognized(head)}; torch.load failed with {type(exc).__name__}: {exc}"
+
+
+CHECKPOINT_FILES_IN_DIR = ("model.safetensors", "pytorch_model.bin")
+
+
+def resolve_checkpoint_path(path: str | os.PathLike[str]) -> pathlib.Path:
+    """A checkpoint file as given, or the weights file inside a model directory (a Hugging Face or audiokit
+    ``save_pretrained`` directory: ``model.safetensors``, else ``pytorch_model.bin``)."""
+    path = pathlib.Path(path).expanduser()
+    if not path.is_dir():
+        return path
+    for name in CHECKPOINT_FILES_IN_DIR:
+        if (path / name).is_file():
+            return path / name
+    if any(path.glob("*.index.json")):
+        raise CheckpointLoadError(f"{path}: sharded checkpoints are not supported; merge the shards into one file")
+    raise FileNotFoundError(f"{path}: no {' or '.join(CHECKPOINT_FILES_IN_DIR)} in this directory")

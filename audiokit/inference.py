@@ -148,6 +148,12 @@ class InferenceRunner:
             raise ValueError("hop needs a window and must be positive")
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        limit = model.max_samples
+        if window is not None and limit is not None and round(window * model.sample_rate) > limit:
+            raise ValueError(
+                f"window of {window:g} s is longer than {model.pretrained_cfg.name}'s fixed input of "
+                f"{limit / model.sample_rate:g} s, whose end would be ignored; use a window of at most that"
+            )
         self.device = resolve_device(device)
         self.model = model.eval().to(self.device)
         self.mode = mode
@@ -176,16 +182,20 @@ class InferenceRunner:
 
     def _windows(self, wave: torch.Tensor, result: FileResult) -> list[tuple[int, int]]:
         n = wave.shape[-1]
-        window_s = self.window
-        hop_s = self.hop
-        clip = self.model.pretrained_cfg.clip_seconds
-        if window_s is None and clip and n > AUTO_WINDOW_CLIPS * clip * self.sample_rate:
-            window_s = hop_s = clip
+        if self.window is not None:
+            window = max(1, round(self.window * self.sample_rate))
+            hop = max(1, round((self.hop or self.window) * self.sample_rate))
+        elif self.model.max_samples is not None and n > self.model.max_samples:
+            # A fixed-length model would silently drop the rest of the file.
+            window = hop = self.model.max_samples
+            result.warnings.append(
+                f"longer than the model's {window / self.sample_rate:g} s input: tagged in windows of that length"
+            )
+        elif (clip := self.model.pretrained_cfg.clip_seconds) and n > AUTO_WINDOW_CLIPS * clip * self.sample_rate:
+            window = hop = round(clip * self.sample_rate)
             result.warnings.append(f"longer than {AUTO_WINDOW_CLIPS * clip:g} s: tagged in {clip:g} s windows")
-        if window_s is None:
+        else:
             return [(0, n)]
-        window = max(1, round(window_s * self.sample_rate))
-        hop = max(1, round(hop_s * self.sample_rate))
         return [(s, min(n, s + window)) for s in window_starts(n, window, hop)]
 
     def run(self, inputs: Iterable[str | os.PathLike[str]], recursive: bool = False) -> list[FileResult]:

@@ -77,6 +77,14 @@ class AudioClassifier(nn.Module):
         """Shortest waveform the model accepts; shorter input is zero-padded to this length with a warning."""
         return self.frontend_cfg.min_samples
 
+    @property
+    def max_samples(self) -> int | None:
+        """Longest input the model uses in full (fixed-length models such as AST); None when any length works.
+
+        ``audiokit.tag``/``embed`` cut longer files into windows of this length rather than let it be truncated.
+        """
+        return self.frontend_cfg.max_samples
+
     # -- the contract ----------------------------------------------------------------------------------------------
     def forward_features(self, waveform: torch.Tensor) -> torch.Tensor:
         """``(B, T)`` waveform -> backbone output (family-specific layout)."""
