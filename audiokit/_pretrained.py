@@ -130,8 +130,9 @@ class PretrainedCfg:
 
     @property
     def has_weights(self) -> bool:
-        """Whether the weights can be fetched automatically (otherwise ``checkpoint_path=`` is the way in)."""
-        return bool(self.url or self.hf_hub_id)
+        """Whether ``pretrained=True`` can fetch the weights (from ``url``); otherwise ``checkpoint_path=`` is the way
+        in. ``hf_hub_id`` is where the weights live on the Hugging Face hub: metadata, not fetched by audiokit."""
+        return bool(self.url)
 
     def get_label_names(self) -> tuple[str, ...] | None:
         if self.label_names is not None:

@@ -57,7 +57,8 @@ def cmd_models(args: argparse.Namespace) -> int:
                 "labels": cfg.label_set or ("custom" if cfg.label_names else None),
                 "task": cfg.task,
                 "metrics": cfg.metrics,
-                "weights": "download" if cfg.url else ("hub" if cfg.hf_hub_id else "checkpoint_path only"),
+                "weights": "download" if cfg.url else "checkpoint_path only",
+                "hf_hub_id": cfg.hf_hub_id,
                 "cached": bool(cfg.url) and _hub.is_cached(cfg.url, cfg.filename),
                 "license": cfg.license,
             }

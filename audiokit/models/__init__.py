@@ -4,4 +4,5 @@ from . import ast as ast
 from . import bcresnet as bcresnet
 from . import efficientat as efficientat
 from . import panns as panns
+from . import wav2vec2 as wav2vec2
 from ._base import AudioClassifier as AudioClassifier
