@@ -39,6 +39,10 @@ def make_dataset(meta: Path, out: Path, seconds: float = 5.0, rate: int = 44100,
         rows = list(reader)
     if not fields or "filename" not in fields or "target" not in fields:
         raise SystemExit(f"{meta}: not an ESC-50 metadata file (needs filename and target columns)")
+    folds = sorted({row["fold"] for row in rows})
+    if len(rows) != 2000 or folds != ["1", "2", "3", "4", "5"]:
+        print(f"warning: {meta} lists {len(rows)} clips in folds {folds}; the real ESC-50 has 2000 in folds 1-5",
+              file=sys.stderr)  # fmt: skip
     if per_class:
         # Keep the same number of clips per (class, fold) so every fold stays balanced.
         by_key: dict[tuple[str, str], list[dict]] = defaultdict(list)

@@ -5,6 +5,7 @@ The same dotted names work in YAML, in ``--set key=value`` overrides and in Pyth
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import types
 import typing
@@ -181,7 +182,7 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
     unknown = sorted(set(data) - set(names))
     if unknown:
         raise ConfigError(
-            f"unknown key {prefix}{unknown[0]!r}; allowed in {prefix.rstrip('.') or 'the top level'}: {names}"
+            f"unknown key '{prefix}{unknown[0]}'; allowed in {prefix.rstrip('.') or 'the top level'}: {names}"
         )
     kwargs = {}
     for name in names:
@@ -230,6 +231,9 @@ def _coerce(kind: Any, value: Any, key: str) -> Any:
             raise ConfigError(f"{key} must be an integer, got {value!r}")
         return value
     if kind is float:
+        if isinstance(value, str):  # PyYAML (YAML 1.1) reads "3e-4" as a string: accept what float() accepts
+            with contextlib.suppress(ValueError):
+                value = float(value)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key} must be a number, got {value!r}")
         return float(value)

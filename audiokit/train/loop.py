@@ -329,7 +329,10 @@ def fit(
         class_weights = (counts.sum() / (len(counts) * counts.clamp(min=1))).to(device)
     net: nn.Module = model
     if info.world_size > 1:
-        net = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        if device.type == "cuda":
+            net = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        else:  # torch's SyncBatchNorm runs on accelerators only
+            _logger.warning("distributed on CPU: BatchNorm statistics are computed per process, not synchronised")
         net = nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
 
     result = FitResult(metric_name="map" if multilabel else "accuracy")
@@ -337,10 +340,9 @@ def fit(
     last_dir, best_dir = out_dir / "last", out_dir / "best"
     if resume and (last_dir / STATE_NAME).is_file():
         from .._builder import load_weights
-        from .._hub import load_state_dict_file
 
         state = torch.load(last_dir / STATE_NAME, map_location="cpu", weights_only=True)
-        load_weights(model, load_state_dict_file(last_dir / "model.safetensors"), source=str(last_dir))
+        load_weights(model, state["model"], source=str(last_dir / STATE_NAME))
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
@@ -354,16 +356,20 @@ def fit(
         _logger.info("resuming %s at epoch %d, step %d", out_dir, start_epoch + 1, start_step)
     if info.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
-        metrics_path = out_dir / "metrics.jsonl"
-        if not resume and metrics_path.exists():
-            metrics_path.unlink()
+        # On resume the file is rewritten from the checkpoint's history: an epoch that finished after the last
+        # checkpoint was written is run again and must not appear twice.
+        metrics_lines = "".join(json.dumps(record) + "\n" for record in result.history)
+        _atomic_write_bytes(out_dir / "metrics.jsonl", metrics_lines.encode())
 
     augment = BatchAugment(cfg, model)
 
     def checkpoint(epoch: int, step: int) -> None:
         if not info.is_main:
             return
+        # The model's weights travel inside the one atomically written state file, so a kill at any instant leaves
+        # weights, optimizer and RNG states from the same step (last/model.safetensors is the user-facing copy).
         payload = {
+            "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
             "epoch": epoch,
             "step": step,
             "optimizer": optimizer.state_dict(),
@@ -494,8 +500,8 @@ def finetune(
     import yaml
 
     cfg.validate()
-    run_dir = Path(run_dir)
     info = init_distributed("cuda" if torch.cuda.is_available() and cfg.train.device != "cpu" else "cpu")
+    run_dir = Path(_broadcast(str(run_dir), info))  # every process writes (rank 0) or reads the same directory
     clips = read_clips(cfg.data)  # clear errors about the dataset before any training
     probe = create_model(cfg.model.name, **cfg.model.kwargs)
     cache_dir = cfg.data.cache_dir or str(
