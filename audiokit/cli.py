@@ -195,7 +195,8 @@ def cmd_embed(args: argparse.Namespace) -> int:
     paths = expand_inputs(args.inputs, recursive=args.recursive)
     if not paths:
         raise CliError("no input files")
-    result = embed(paths, model, window=args.window, hop=args.hop, **_runner_kwargs(args))
+    result = embed(paths, model, window=args.window, hop=args.hop, layer=args.layer, frame_level=args.frame_level,
+                   **_runner_kwargs(args))  # fmt: skip
     suffix = Path(args.output).suffix.lower()
     buffer = io.BytesIO()
     if suffix == ".npy":
@@ -284,6 +285,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("embed", help="extract embeddings to .npz (ids + float32 matrix) or .npy")
     _add_inference_args(p, DEFAULT_MODEL)
     p.add_argument("--output", "-o", required=True, help="output .npz or .npy")
+    p.add_argument("--layer", type=int, help="embedding of this hidden layer (wav2vec2: 0-12; negative counts back)")
+    p.add_argument("--frame-level", action="store_true", help="one row per model frame (wav2vec2: every 20 ms)")
     p.set_defaults(func=cmd_embed)
 
     p = sub.add_parser("finetune", help="fine-tune a pretrained model (ESC-50 5-fold CV, folders, CSV manifests)")

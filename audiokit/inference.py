@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import inspect
 import logging
 import os
 from collections.abc import Iterable, Iterator, Sequence
@@ -135,9 +136,15 @@ class InferenceRunner:
         precision: str = "fp32",
         aggregate: str = "max",
         progress: bool = False,
+        layer: int | None = None,
     ):
-        if mode not in ("scores", "embedding"):
-            raise ValueError(f"mode must be 'scores' or 'embedding', got {mode!r}")
+        if mode not in ("scores", "embedding", "frames"):
+            raise ValueError(f"mode must be 'scores', 'embedding' or 'frames', got {mode!r}")
+        if mode == "frames" and not hasattr(model, "embed_frames"):
+            raise ValueError(f"{model.pretrained_cfg.name} has no frame-level embeddings (wav2vec2 models do)")
+        if layer is not None and "layer" not in inspect.signature(model.embed).parameters:
+            raise ValueError(f"{model.pretrained_cfg.name} does not offer per-layer embeddings (wav2vec2 models do)")
+        self.layer = layer
         if precision not in _PRECISIONS:
             raise ValueError(f"precision must be one of {sorted(_PRECISIONS)}, got {precision!r}")
         if aggregate not in ("max", "mean"):
@@ -177,7 +184,12 @@ class InferenceRunner:
             else contextlib.nullcontext()
         )
         with torch.inference_mode(), autocast:
-            out = self.model.embed(batch) if self.mode == "embedding" else self.model.activate(self.model(batch))
+            if self.mode == "scores":
+                out = self.model.activate(self.model(batch))
+            elif self.mode == "frames":
+                out = self.model.embed_frames(batch, layer=self.layer)
+            else:
+                out = self.model.embed(batch) if self.layer is None else self.model.embed(batch, layer=self.layer)
         return out.float().cpu().numpy()
 
     def _windows(self, wave: torch.Tensor, result: FileResult) -> list[tuple[int, int]]:
@@ -232,6 +244,9 @@ class InferenceRunner:
                 Segment(s / self.sample_rate, e / self.sample_rate, out)
                 for (s, e), out in zip(spans.pop(file_index), outs)
             ]
+            if self.mode == "frames":  # per-window frame matrices; nothing to aggregate
+                result.segments = segments
+                return
             stacked = np.stack([seg.values for seg in segments])
             if len(segments) == 1:
                 result.values = stacked[0]
@@ -388,13 +403,22 @@ def embed(
     window: float | None = None,
     hop: float | None = None,
     recursive: bool = False,
+    frame_level: bool = False,
+    layer: int | None = None,
     **runner_kwargs: Any,
 ) -> Embeddings:
-    """Embeddings of audio files: one row per file, or one per window when ``window`` is given."""
+    """Embeddings of audio files: one row per file, or one per window when ``window`` is given.
+
+    ``layer=k`` takes the embedding of hidden layer ``k`` (models with layers, e.g. wav2vec2); ``frame_level=True``
+    gives one row per model frame (id ``path@start``) instead of one per clip or window.
+    """
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
     net = load_model(model, checkpoint_path)
-    runner = InferenceRunner(net, mode="embedding", window=window, hop=hop, **runner_kwargs)
+    mode = "frames" if frame_level else "embedding"
+    if frame_level and window is not None and hop is not None and hop < window:
+        raise ValueError("frame-level embeddings need non-overlapping windows (hop >= window)")
+    runner = InferenceRunner(net, mode=mode, window=window, hop=hop, layer=layer, **runner_kwargs)
     ids: list[str] = []
     rows: list[np.ndarray] = []
     starts: list[float] = []
@@ -404,7 +428,19 @@ def embed(
         if not result.ok:
             errors[result.path] = result.error or "failed"
             continue
-        if window is not None:
+        if frame_level:
+            step = net.frame_hop_seconds  # type: ignore[attr-defined]
+            segments = result.segments or []
+            if not segments and result.values is not None:
+                segments = [Segment(0.0, result.duration or 0.0, result.values)]
+            for seg in segments:
+                for i, row in enumerate(seg.values):
+                    start = seg.start + i * step
+                    ids.append(f"{result.path}@{start:.3f}")
+                    rows.append(row)
+                    starts.append(start)
+                    ends.append(min(start + step, seg.end))
+        elif window is not None:
             for seg in result.segments:
                 ids.append(f"{result.path}@{seg.start:.3f}-{seg.end:.3f}")
                 rows.append(seg.values)
@@ -416,6 +452,6 @@ def embed(
             rows.append(result.values)
             starts.append(0.0)
             ends.append(result.duration)
-    width = net.num_features
+    width = rows[0].shape[-1] if rows else net.num_features
     vectors = np.stack(rows).astype(np.float32) if rows else np.zeros((0, width), np.float32)
     return Embeddings(ids, vectors, np.asarray(starts), np.asarray(ends), errors)

@@ -226,3 +226,36 @@ def test_full_size_parameter_counts():
         hidden = model.hidden_states(wave)
     assert logits.shape == (1, 12) and torch.isfinite(logits).all()
     assert len(hidden) == 13 and hidden[-1].shape == (1, 49, 768)
+
+
+def test_embed_cli_layer_and_frame_level(tmp_path, make_wav, capsys):
+    """`audiokit embed --layer k` and `--frame-level` on a saved tiny wav2vec2, checked against the model itself."""
+    import numpy as np
+
+    from audiokit.cli import main
+
+    model = ak.create_model("wav2vec2_base.librispeech", **TINY).eval()
+    model.save_pretrained(tmp_path / "w2v")
+    saved = f"local-dir:{tmp_path / 'w2v'}"
+    path = make_wav("speech.wav", 1.0, rate=16000)
+    wave = ak.load_audio(path, sample_rate=16000)
+
+    out = tmp_path / "layer1.npz"
+    assert main(["embed", str(path), "--model", saved, "--layer", "1", "-o", str(out)]) == 0
+    np.testing.assert_allclose(np.load(out)["embeddings"][0], model.embed(wave[None], layer=1)[0].numpy(), atol=1e-5)
+
+    out = tmp_path / "frames.npz"
+    assert main(["embed", str(path), "--model", saved, "--frame-level", "-o", str(out)]) == 0
+    data = np.load(out)
+    frames = model.embed_frames(wave[None])[0].numpy()
+    assert data["embeddings"].shape == frames.shape and frames.shape[0] > 1
+    np.testing.assert_allclose(data["embeddings"], frames, atol=1e-5)
+    np.testing.assert_allclose(np.diff(data["starts"]), model.frame_hop_seconds, atol=1e-6)
+
+    other = tmp_path / "mn01.pt"
+    torch.save(ak.create_model("efficientat_mn01.audioset").state_dict(), other)
+    args = ["embed", str(path), "--model", "efficientat_mn01.audioset", "--checkpoint", str(other), "-o", "x.npz"]
+    assert main([*args, "--frame-level"]) == 2
+    assert "no frame-level embeddings" in capsys.readouterr().err
+    assert main([*args, "--layer", "3"]) == 2
+    assert "does not offer per-layer embeddings" in capsys.readouterr().err

@@ -198,6 +198,21 @@ class Wav2Vec2Classifier(AudioClassifier):
             raise ValueError(f"layer must be in [{-n}, {n - 1}] for a {self.num_layers}-layer model, got {layer}")
         return self.hidden_states(self.prepare_waveform(waveform))[layer].mean(dim=1)
 
+    @torch.no_grad()
+    def embed_frames(self, waveform: torch.Tensor, layer: int | None = None) -> torch.Tensor:
+        """Frame-level embeddings ``(B, frames, hidden_size)``, one every ``hop`` samples (20 ms for the base model):
+        hidden state ``layer`` (default: the last), not pooled."""
+        states = self.hidden_states(self.prepare_waveform(waveform))
+        index = self.num_layers if layer is None else layer
+        n = self.num_layers + 1
+        if not -n <= index < n:
+            raise ValueError(f"layer must be in [{-n}, {n - 1}] for a {self.num_layers}-layer model, got {layer}")
+        return states[index]
+
+    @property
+    def frame_hop_seconds(self) -> float:
+        return self.hop / self.sample_rate
+
     def checkpoint_filter_fn(self, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         uses_parametrizations = any(".parametrizations.weight." in k for k in self.backbone.state_dict())
         return checkpoint_filter_fn(state_dict, parametrized_pos_conv=uses_parametrizations)
