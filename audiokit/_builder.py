@@ -39,7 +39,8 @@ def _describe(keys: list[str], limit: int = 8) -> str:
 
 
 def unwrap_state_dict(checkpoint: Any, source: str) -> dict[str, torch.Tensor]:
-    """The flat ``{name: tensor}`` mapping inside a loaded checkpoint (``{'model': ...}``, ``{'state_dict': ...}``)."""
+    """The flat ``{name: tensor}`` mapping inside a loaded checkpoint (``{'model': ...}``, ``{'state_dict': ...}``),
+    without the ``module.`` prefix that ``nn.DataParallel`` adds to every key."""
     obj = checkpoint
     for wrapper in ("state_dict", "model", "model_state_dict"):
         if isinstance(obj, Mapping) and wrapper in obj and isinstance(obj[wrapper], Mapping):
@@ -50,6 +51,8 @@ def unwrap_state_dict(checkpoint: Any, source: str) -> dict[str, torch.Tensor]:
     tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
     if not tensors:
         raise CheckpointMismatchError(f"{source}: the checkpoint holds no tensors")
+    if all(k.startswith("module.") for k in tensors):  # saved from nn.DataParallel / DistributedDataParallel
+        tensors = {k[len("module.") :]: v for k, v in tensors.items()}
     return tensors
 
 

@@ -97,10 +97,9 @@ class AudioClassifier(nn.Module):
     def checkpoint_filter_fn(self, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Map a checkpoint's keys onto this model's (families override this for their original layouts).
 
-        The default accepts our own layout and strips a ``module.`` prefix left by ``nn.DataParallel``.
+        It receives the flat state dict that the builder unwrapped (``module.`` prefixes already stripped); the
+        default accepts our own layout unchanged.
         """
-        if state_dict and all(k.startswith("module.") for k in state_dict):
-            return {k[len("module.") :]: v for k, v in state_dict.items()}
         return dict(state_dict)
 
     def get_classifier(self) -> nn.Module:

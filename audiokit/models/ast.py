@@ -208,8 +208,6 @@ _HF_PREFIXES = ("audio_spectrogram_transformer.", "classifier.layernorm.", "clas
 def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Recognise the checkpoint's layout (original, Hugging Face or ours) and return it in our key names."""
     state = dict(state_dict)
-    if state and all(k.startswith("module.") for k in state):
-        state = {k[len("module.") :]: v for k, v in state.items()}
     if any(k.startswith(("v.blocks.", "v.patch_embed.", "mlp_head.")) for k in state):
         return convert_original_state_dict(state)
     if any(k.startswith(_HF_PREFIXES) for k in state):

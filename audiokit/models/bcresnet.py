@@ -238,12 +238,10 @@ class BCResNet(AudioClassifier):
 def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: AudioClassifier) -> dict[str, torch.Tensor]:
     """Reference-code checkpoints -> this module's layout.
 
-    The names already match; a ``module.`` prefix (``nn.DataParallel``) is stripped, and the final 1x1 convolution's
+    The names already match (the builder has stripped any ``module.`` prefix); the final 1x1 convolution's
     weight ``classifier.5.weight`` ``(classes, 4b, 1, 1)`` becomes the Linear weight ``(classes, 4b)``. Our own
     files (``save_pretrained``) pass through unchanged; anything else is left for the strict loader to report.
     """
-    if state_dict and all(k.startswith("module.") for k in state_dict):
-        state_dict = {k[len("module.") :]: v for k, v in state_dict.items()}
     out = dict(state_dict)
     key = f"{model.pretrained_cfg.classifier}.weight"
     weight = out.get(key)

@@ -524,11 +524,9 @@ class DynamicMobileNetAT(_EfficientATBase):
 def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: AudioClassifier) -> dict[str, torch.Tensor]:
     """Original EfficientAT files are flat state dicts already in this module's key names: pass them through.
 
-    Only a ``module.`` prefix (``nn.DataParallel``) is stripped; anything else that differs is left for the strict
-    loader to report by name.
+    (The builder strips a ``module.`` prefix before this runs.) Anything that differs is left for the strict loader
+    to report by name.
     """
-    if state_dict and all(k.startswith("module.") for k in state_dict):
-        return {k[len("module.") :]: v for k, v in state_dict.items()}
     return dict(state_dict)
 
 

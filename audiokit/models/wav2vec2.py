@@ -241,8 +241,6 @@ def checkpoint_filter_fn(
     kept, for the strict loader to report.
     """
     state = dict(state_dict)
-    if state and all(k.startswith("module.") for k in state):
-        state = {k[len("module.") :]: v for k, v in state.items()}
     out: dict[str, torch.Tensor] = {}
     for key, value in state.items():
         if key.startswith("wav2vec2."):
