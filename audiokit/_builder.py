@@ -193,6 +193,7 @@ def save_pretrained_dir(model: AudioClassifier, directory: Path) -> Path:
         "architecture": model.pretrained_cfg.architecture,
         "model_kwargs": model.model_kwargs,
         "output_activation": model.output_activation,
+        "head": model.head_cfg.to_dict() if model.head_cfg is not None else None,
         "pretrained_cfg": model.pretrained_cfg.to_dict(),
     }
     # Weights first, config last: a directory with a config.json is complete.
@@ -217,6 +218,10 @@ def load_pretrained_dir(directory: str | os.PathLike[str], **kwargs: Any) -> Aud
         raise ValueError(f"{config_path}: invalid audiokit config ({err})") from err
     resolve_model_name(architecture)  # clear error for an architecture this version does not know
     model = build_model(cfg, **{**config.get("model_kwargs", {}), **kwargs})
+    if config.get("head"):
+        from .layers import HeadConfig
+
+        model.reset_classifier(cfg.num_classes, cfg.get_label_names(), head=HeadConfig.from_dict(config["head"]))
     model.output_activation = config.get("output_activation", model.output_activation)
     weights = directory / WEIGHTS_NAME
     load_weights(model, load_state_dict_file(weights), source=str(weights))

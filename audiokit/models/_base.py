@@ -16,13 +16,9 @@ from torch import nn
 
 from .._pretrained import FrontendCfg, PretrainedCfg
 from ..audio.frontend import LogMelFrontend
+from ..layers import ClassifierHead, HeadConfig, get_output_activation, loss_for_output
 
 _logger = logging.getLogger(__name__)
-
-_OUTPUT_ACTIVATIONS = {
-    "sigmoid": torch.sigmoid,
-    "softmax": lambda x: torch.softmax(x, dim=-1),
-}
 
 
 def default_output_activation(task: str) -> str:
@@ -46,6 +42,7 @@ class AudioClassifier(nn.Module):
         self.model_kwargs: dict[str, Any] = {}  # architecture arguments, recorded by the builder for save_pretrained
         self._label_names = pretrained_cfg.get_label_names()
         self.output_activation = default_output_activation(pretrained_cfg.task)
+        self.head_cfg: HeadConfig | None = None  # set by reset_classifier(head=...): an MLP head instead of a Linear
         self._warned_short = False
 
     # -- properties ------------------------------------------------------------------------------------------------
@@ -121,7 +118,8 @@ class AudioClassifier(nn.Module):
         return self.activate(self.forward(waveform))
 
     def activate(self, logits: torch.Tensor) -> torch.Tensor:
-        return _OUTPUT_ACTIVATIONS[self.output_activation](logits.float())
+        """Logits -> what ``predict_proba`` reports, by ``output_activation`` (softmax, sigmoid, log_softmax, ...)."""
+        return get_output_activation(self.output_activation)(logits.float())
 
     @torch.no_grad()
     def embed(self, waveform: torch.Tensor) -> torch.Tensor:
@@ -149,20 +147,37 @@ class AudioClassifier(nn.Module):
             waveform = torch.nn.functional.pad(waveform, (0, short))
         return waveform
 
-    def reset_classifier(self, num_classes: int, label_names: list[str] | tuple[str, ...] | None = None) -> None:
+    def reset_classifier(
+        self,
+        num_classes: int,
+        label_names: list[str] | tuple[str, ...] | None = None,
+        head: HeadConfig | None = None,
+    ) -> None:
         """Replace the final layer with a freshly initialised one for ``num_classes`` outputs.
 
         ``num_classes=0`` makes a pure embedder: ``forward`` then returns the ``num_features``-dim embedding.
+        ``head`` builds a ``ClassifierHead`` instead of a Linear: hidden layers with their activation, dropout and
+        normalisation, and the output activation (``predict_proba``; the training loss follows it).
         """
         if num_classes < 0:
             raise ValueError(f"num_classes must be >= 0, got {num_classes}")
         if label_names is not None and len(label_names) != num_classes:
             raise ValueError(f"{len(label_names)} label names given for {num_classes} classes")
+        task = self.pretrained_cfg.task
+        if head is not None:
+            output = head.output_for(task)
+            loss_for_output(output, task)  # refuses an output activation the task cannot use, with the reason
         old = self.get_classifier()
-        new: nn.Module = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
-        if num_classes > 0 and isinstance(old, nn.Linear):
-            new = new.to(device=old.weight.device, dtype=old.weight.dtype)
+        if head is not None:
+            new: nn.Module = ClassifierHead(self.num_features, num_classes, head)
+        else:
+            new = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        reference = next(old.parameters(), None)
+        if reference is not None:
+            new = new.to(device=reference.device, dtype=reference.dtype)
         self.set_submodule(self.pretrained_cfg.classifier, new)
+        self.head_cfg = head
+        self.output_activation = head.output_for(task) if head is not None else default_output_activation(task)
         same = num_classes == self.num_classes
         self._label_names = tuple(label_names) if label_names is not None else (self._label_names if same else None)
         self.pretrained_cfg = self.pretrained_cfg.replace(

@@ -29,6 +29,19 @@ class ModelConfig:
 
 
 @dataclass
+class HeadSection:
+    """The new classifier: hidden widths, their activation (``"gelu"``, ``"leaky_relu:0.1"``, ...), dropout, norm,
+    and the output activation (None: sigmoid for multi-label data, softmax otherwise). Empty ``hidden`` and no
+    ``output`` keep the plain Linear layer of the pretrained architecture."""
+
+    hidden: list[int] = field(default_factory=list)
+    activation: str = "relu"
+    dropout: float = 0.0
+    norm: Literal["none", "batch", "layer"] = "none"
+    output: str | None = None
+
+
+@dataclass
 class DataConfig:
     kind: Literal["esc50", "folder", "manifest"] = "esc50"
     root: str | None = None  # ESC-50 root (audio/, meta/esc50.csv), class-per-folder root, or manifest directory
@@ -98,6 +111,7 @@ class TrainConfig:
 @dataclass
 class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
+    head: HeadSection = field(default_factory=HeadSection)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     output_dir: str = "runs"
@@ -151,7 +165,21 @@ class RunConfig:
             raise ConfigError(f"train.augment.gain_db must be [low, high], got {t.augment.gain_db}")
         if len(t.optimizer.betas) != 2:
             raise ConfigError(f"train.optimizer.betas must have two values, got {t.optimizer.betas}")
+        try:
+            self.head_config()
+        except ValueError as err:
+            raise ConfigError(f"head: {err}") from None
         return self
+
+    def head_config(self):  # -> audiokit.layers.HeadConfig | None
+        """The ``HeadConfig`` for ``reset_classifier``, or None for the plain Linear layer."""
+        from ..layers import HeadConfig
+
+        h = self.head
+        if not h.hidden and h.output is None:
+            return None
+        return HeadConfig(hidden=list(h.hidden), activation=h.activation, dropout=h.dropout, norm=h.norm,
+                          output=h.output)  # fmt: skip
 
 
 def apply_override(data: dict[str, Any], item: str) -> None:

@@ -27,7 +27,6 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -211,12 +210,14 @@ def _freeze_norm_statistics(model: AudioClassifier) -> None:
 
 
 def compute_loss(logits: torch.Tensor, target: torch.Tensor, multilabel: bool, cfg: TrainConfig,
-                 class_weights: torch.Tensor | None) -> torch.Tensor:  # fmt: skip
-    """Losses always take logits: BCE-with-logits for multi-label, cross-entropy with (soft) targets otherwise."""
-    logits = logits.float()
-    if multilabel:
-        return F.binary_cross_entropy_with_logits(logits, target)
-    return F.cross_entropy(logits, target, weight=class_weights, label_smoothing=cfg.label_smoothing)
+                 class_weights: torch.Tensor | None, output: str | None = None) -> torch.Tensor:  # fmt: skip
+    """The loss that goes with the model's output activation, always on logits (softmax -> cross-entropy,
+    log_softmax -> NLL, sigmoid -> BCE-with-logits, ...); targets are (soft) class probabilities or multi-hot."""
+    from ..layers import loss_for_output
+
+    task = "multilabel" if multilabel else "multiclass"
+    output = output or ("sigmoid" if multilabel else "softmax")
+    return loss_for_output(output, task, cfg.label_smoothing, class_weights)(logits.float(), target)
 
 
 @torch.no_grad()
@@ -411,7 +412,7 @@ def fit(
                 with torch.autocast(device.type, dtype=autocast_dtype or torch.float32,
                                     enabled=autocast_dtype is not None):  # fmt: skip
                     logits = net(wave)
-                loss = compute_loss(logits, target, multilabel, cfg, class_weights)
+                loss = compute_loss(logits, target, multilabel, cfg, class_weights, model.output_activation)
                 if not torch.isfinite(loss):
                     raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch + 1}, step {step + 1}")
                 optimizer.zero_grad(set_to_none=True)
@@ -437,7 +438,7 @@ def fit(
             stop = False
             if info.is_main:
                 logits, targets = predict(model, val_set, max(1, global_batch), device, autocast_dtype)
-                val_loss = float(compute_loss(logits, targets, multilabel, cfg, None))
+                val_loss = float(compute_loss(logits, targets, multilabel, cfg, None, model.output_activation))
                 scores = basic_metrics(logits, targets, multilabel)
                 record = {
                     "epoch": epoch + 1,
@@ -592,10 +593,7 @@ def build_finetune_model(cfg: RunConfig, decoded: DecodedClips) -> AudioClassifi
     else:
         model = create_model(m.name, pretrained=m.pretrained and m.checkpoint is None, checkpoint_path=m.checkpoint,
                              **m.kwargs)  # fmt: skip
-    model.reset_classifier(len(decoded.label_names), decoded.label_names)
     task = "multilabel" if decoded.multilabel else "multiclass"
     model.pretrained_cfg = model.pretrained_cfg.replace(task=task, clip_seconds=cfg.data.clip_seconds)
-    from ..models._base import default_output_activation
-
-    model.output_activation = default_output_activation(task)
+    model.reset_classifier(len(decoded.label_names), decoded.label_names, head=cfg.head_config())
     return model
