@@ -90,9 +90,7 @@ def _prepare_preds(preds: Any, device: torch.device | str | None) -> torch.Tenso
         raise ValueError("cannot compute metrics on an empty set: preds has N=0 samples")
     if p.shape[1] == 0:
         raise ValueError("preds has C=0 classes")
-    if not p.is_floating_point():
-        p = p.float()
-    elif p.dtype in (torch.float16, torch.bfloat16):
+    if not p.is_floating_point() or p.dtype in (torch.float16, torch.bfloat16):
         p = p.float()
     if torch.isnan(p).any():
         raise ValueError("preds contains NaN")
@@ -114,9 +112,8 @@ def _multiclass_targets(targets: Any, n: int, c: int, device: torch.device) -> t
     elif t.ndim == 1:
         if t.shape[0] != n:
             raise ValueError(f"targets has {t.shape[0]} samples but preds has {n}")
-        if t.is_floating_point():
-            if not torch.equal(t, t.round()):
-                raise ValueError("integer class targets expected, got non-integer values")
+        if t.is_floating_point() and not torch.equal(t, t.round()):
+            raise ValueError("integer class targets expected, got non-integer values")
     else:
         raise ValueError(f"targets must have shape (N,) or (N, C), got {tuple(t.shape)}")
     t = t.long()
@@ -186,7 +183,9 @@ def top_k_accuracy(preds: Any, targets: Any, k: int = 5) -> float:
     return float(multiclass_accuracy(p, t, num_classes=c, average="micro", top_k=k))
 
 
-def _ap_auc_per_class(p: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def _ap_auc_per_class(
+    p: torch.Tensor, t: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per-class AP and ROC-AUC (NaN where undefined) plus the masks of classes where they are defined."""
     c = p.shape[1]
     pos = t.sum(dim=0)
