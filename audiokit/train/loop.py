@@ -363,6 +363,12 @@ def fit(
         _atomic_write_bytes(out_dir / "metrics.jsonl", metrics_lines.encode())
 
     augment = BatchAugment(cfg, model)
+    from ..layers import ActivationStats, ClassifierHead, grad_norms
+
+    head = model.get_classifier()
+    # Per hidden head layer: dead/saturated fractions and activation statistics over the epoch's training steps,
+    # and the mean gradient norm of each head layer (why one activation beats another).
+    diagnostics = ActivationStats(head) if isinstance(head, ClassifierHead) and len(head.layers) else None
 
     def checkpoint(epoch: int, step: int) -> None:
         if not info.is_main:
@@ -401,6 +407,10 @@ def fit(
                 _freeze_norm_statistics(model)
             augment.active = True
             seen, loss_sum, started = 0, 0.0, time.perf_counter()
+            grad_sums: dict[str, float] = {}
+            steps_run = 0
+            if diagnostics is not None:
+                diagnostics.reset()
             from tqdm.auto import tqdm
 
             bar = tqdm(total=steps_per_epoch, initial=first_step, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step",
@@ -417,6 +427,11 @@ def fit(
                     raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch + 1}, step {step + 1}")
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
+                if diagnostics is not None:
+                    scale = scaler.get_scale() if scaler.is_enabled() else 1.0
+                    for key, value in grad_norms(head).items():
+                        grad_sums[key] = grad_sums.get(key, 0.0) + value / scale
+                steps_run += 1
                 if cfg.grad_clip:
                     scaler.unscale_(optimizer)
                     torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -433,6 +448,8 @@ def fit(
                     checkpoint(epoch, step + 1)
             bar.close()
             augment.active = False
+            epoch_diagnostics = diagnostics.summary() if diagnostics is not None else {}
+            epoch_diagnostics.update({k: v / max(1, steps_run) for k, v in grad_sums.items()})
             train_time = time.perf_counter() - started
 
             stop = False
@@ -448,6 +465,7 @@ def fit(
                     "lr": optimizer.param_groups[0]["lr"],
                     "train_seconds": round(train_time, 3),
                     "samples_per_s": round(seen / max(train_time, 1e-9), 2),
+                    **epoch_diagnostics,
                 }
                 result.history.append(record)
                 result.val_logits, result.val_targets = logits, targets
@@ -474,6 +492,8 @@ def fit(
                 break
     finally:
         augment.remove()
+        if diagnostics is not None:
+            diagnostics.remove()
     return result
 
 
