@@ -236,6 +236,21 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     return EXIT_FILE_ERRORS if summary.get("skipped_clips") else EXIT_OK
 
 
+# -- evaluate ----------------------------------------------------------------------------------------------------------
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .evaluate import evaluate_model
+    from .inference import load_model
+    from .train.config import RunConfig
+
+    cfg = RunConfig.from_yaml(args.data, args.set)
+    model = load_model(args.model, args.checkpoint)
+    result = evaluate_model(model, cfg.data, args.report, fold=args.fold, batch_size=args.batch_size,
+                            device=args.device, seed=cfg.train.seed)  # fmt: skip
+    scalars = {k: v for k, v in result.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    print(json.dumps({"report": args.report, **scalars}))
+    return _report_failures(list(result["skipped_clips"].values()), result["n_samples"] + len(result["skipped_clips"]))
+
+
 # -- parser ------------------------------------------------------------------------------------------------------------
 def _positive_float(text: str) -> float:
     value = float(text)
@@ -288,6 +303,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layer", type=int, help="embedding of this hidden layer (wav2vec2: 0-12; negative counts back)")
     p.add_argument("--frame-level", action="store_true", help="one row per model frame (wav2vec2: every 20 ms)")
     p.set_defaults(func=cmd_embed)
+
+    p = sub.add_parser("evaluate", help="score a model on a dataset split; write metrics, per-class CSV and plots")
+    p.add_argument("--model", "-m", required=True, help="registered name or local-dir:PATH")
+    p.add_argument("--checkpoint", help="a local weights file for a registered name")
+    p.add_argument("--data", required=True, help="a fine-tuning YAML config whose data section names the dataset")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. data.root=/data")
+    p.add_argument("--fold", type=int, help="ESC-50 test fold (1-5)")
+    p.add_argument("--report", required=True, help="output directory")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("finetune", help="fine-tune a pretrained model (ESC-50 5-fold CV, folders, CSV manifests)")
     p.add_argument("config", nargs="?", help="YAML config (see configs/)")
