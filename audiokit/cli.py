@@ -251,6 +251,32 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return _report_failures(list(result["skipped_clips"].values()), result["n_samples"] + len(result["skipped_clips"]))
 
 
+# -- compare-activations ----------------------------------------------------------------------------------------------
+def _parse_seeds(text: str) -> list[int]:
+    """``"3"`` means seeds 0, 1, 2; ``"1,5,9"`` (or ``"5,"``) lists them."""
+    try:
+        if "," not in text:
+            count = int(text)
+            if count < 1:
+                raise ValueError
+            return list(range(count))
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--seeds takes a count (3) or a list (0,1,2), got {text!r}") from None
+
+
+def cmd_compare_activations(args: argparse.Namespace) -> int:
+    from .study import compare_activations
+
+    activations = [a.strip() for a in args.activations.split(",") if a.strip()]
+    if len(activations) < 2:
+        raise CliError("--activations needs at least two names, e.g. relu,gelu")
+    table = compare_activations(args.config, activations, args.seeds, args.output, overrides=args.set,
+                                progress=not args.quiet)  # fmt: skip
+    print(json.dumps({k: table[k] for k in ("metric", "winner", "runner_up", "margin_pp") if k in table}))
+    return EXIT_OK
+
+
 # -- parser ------------------------------------------------------------------------------------------------------------
 def _positive_float(text: str) -> float:
     value = float(text)
@@ -314,6 +340,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("compare-activations", help="fine-tune once per head activation and seed; table and plots")
+    p.add_argument("config", help="YAML fine-tuning config")
+    p.add_argument("--activations", required=True, help="comma-separated, e.g. relu,gelu,silu,leaky_relu:0.1")
+    p.add_argument("--seeds", type=_parse_seeds, default=[0], help="a count (3 = seeds 0-2) or a list (0,1,2)")
+    p.add_argument("--output", "-o", required=True, help="study directory (finished cells are reused)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. data.root=/data")
+    p.add_argument("--quiet", "-q", action="store_true")
+    p.set_defaults(func=cmd_compare_activations)
 
     p = sub.add_parser("finetune", help="fine-tune a pretrained model (ESC-50 5-fold CV, folders, CSV manifests)")
     p.add_argument("config", nargs="?", help="YAML config (see configs/)")
