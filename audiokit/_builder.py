@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from typing import Any
 import torch
 
 from . import __version__
+from ._fileio import atomic_write
 from ._pretrained import PretrainedCfg
 from ._registry import get_pretrained_cfg, model_entrypoint, resolve_model_name
 from .models._base import AudioClassifier
@@ -169,19 +169,6 @@ def create_model(
 
 
 # -- save_pretrained / local-dir: -------------------------------------------------------------------------------------
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_pretrained_dir(model: AudioClassifier, directory: Path) -> Path:
     """``config.json`` (architecture, arguments, pretrained cfg with labels and frontend) + ``model.safetensors``."""
     from safetensors.torch import save
@@ -197,8 +184,8 @@ def save_pretrained_dir(model: AudioClassifier, directory: Path) -> Path:
         "pretrained_cfg": model.pretrained_cfg.to_dict(),
     }
     # Weights first, config last: a directory with a config.json is complete.
-    _atomic_write_bytes(directory / WEIGHTS_NAME, save(state, metadata={"format": "pt"}))
-    _atomic_write_bytes(directory / CONFIG_NAME, (json.dumps(config, indent=2) + "\n").encode())
+    atomic_write(directory / WEIGHTS_NAME, save(state, metadata={"format": "pt"}))
+    atomic_write(directory / CONFIG_NAME, (json.dumps(config, indent=2) + "\n").encode())
     return directory
 
 

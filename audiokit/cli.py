@@ -9,10 +9,11 @@ import json
 import logging
 import os
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from ._fileio import atomic_write
 
 _logger = logging.getLogger("audiokit")
 
@@ -21,20 +22,6 @@ EXIT_OK, EXIT_FILE_ERRORS, EXIT_USAGE = 0, 1, 2
 
 class CliError(Exception):
     """A user-facing error: printed as one line, exit status 2."""
-
-
-def write_atomic(path: str | os.PathLike[str], text: str | bytes) -> None:
-    """Write via a temporary file in the same directory and rename, so a reader never sees half a file."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(text.encode() if isinstance(text, str) else text)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # -- models ------------------------------------------------------------------------------------------------------------
@@ -150,7 +137,7 @@ def _render_tags(records: list[dict[str, Any]], fmt: str) -> str:
 
 def _emit(text: str | bytes, output: str | None) -> None:
     if output:
-        write_atomic(output, text)
+        atomic_write(output, text)
         _logger.info("wrote %s", output)
     else:
         sys.stdout.write(text if isinstance(text, str) else text.decode())
@@ -204,7 +191,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
     else:
         np.savez(buffer, ids=np.asarray(result.ids, dtype=str), embeddings=result.vectors, starts=result.starts,
                  ends=result.ends, model=np.asarray(model.pretrained_cfg.name))  # fmt: skip
-    write_atomic(args.output, buffer.getvalue())
+    atomic_write(args.output, buffer.getvalue())
     print(
         f"{args.output}: {result.vectors.shape[0]} embeddings of dimension {result.vectors.shape[1]}", file=sys.stderr
     )

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ._builder import _atomic_write_bytes
+from ._fileio import atomic_write
 from .models._base import AudioClassifier
 from .train.config import ConfigError, DataConfig
 from .train.data import ClipDataset, decode_clips, holdout_split, read_clips
@@ -96,21 +96,21 @@ def evaluate_model(
 def _write_report(out: Path, result, probs, targets, paths, names, task) -> None:
     out.mkdir(parents=True, exist_ok=True)
     per_class = result.get("per_class", [])
-    _atomic_write_bytes(out / "metrics.json", (json.dumps(result, indent=2, default=float) + "\n").encode())
+    atomic_write(out / "metrics.json", (json.dumps(result, indent=2, default=float) + "\n").encode())
     if per_class:
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=list(per_class[0]), lineterminator="\n")
         writer.writeheader()
         writer.writerows(per_class)
-        _atomic_write_bytes(out / "per_class.csv", buffer.getvalue().encode())
+        atomic_write(out / "per_class.csv", buffer.getvalue().encode())
     arrays = io.BytesIO()
     np.savez(arrays, probs=probs.numpy(), targets=targets.numpy(), paths=np.asarray(paths, dtype=str),
              label_names=np.asarray(names, dtype=str))  # fmt: skip
-    _atomic_write_bytes(out / "predictions.npz", arrays.getvalue())
+    atomic_write(out / "predictions.npz", arrays.getvalue())
     if task == "multiclass":
-        _atomic_write_bytes(out / "confusion_matrix.png", confusion_png(np.asarray(result["confusion_matrix"]), names))
+        atomic_write(out / "confusion_matrix.png", confusion_png(np.asarray(result["confusion_matrix"]), names))
     else:
-        _atomic_write_bytes(out / "pr_curve.png", pr_curve_png(probs, targets))
+        atomic_write(out / "pr_curve.png", pr_curve_png(probs, targets))
 
 
 def confusion_png(matrix: np.ndarray, names: list[str]) -> bytes:

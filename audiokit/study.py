@@ -8,22 +8,20 @@ seeds.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import json
 import math
-import os
 import re
 import shlex
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import yaml
 
+from ._fileio import atomic_write
 from .train.config import RunConfig
 from .train.loop import finetune
 
@@ -32,24 +30,6 @@ _LAYER_KEY = re.compile(r"^(?P<prefix>.+)\.layer(?P<index>\d+)\.(?P<stat>[A-Za-z
 
 
 # -- small helpers ----------------------------------------------------------------------------------------------------
-def _atomic_write(path: Path, data: bytes | str) -> None:
-    """Write to a temporary file in the same directory, then ``os.replace`` it over ``path``."""
-    if isinstance(data, str):
-        data = data.encode()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
 def cell_name(activation: str, seed: int) -> str:
     """Directory name of one cell; characters such as ``:`` in ``leaky_relu:0.1`` become ``_``."""
     return f"{re.sub(r'[^A-Za-z0-9_.-]', '_', activation)}_seed{seed}"
@@ -259,7 +239,7 @@ def compare_activations(
 
     output_dir.mkdir(parents=True, exist_ok=True)
     _write_csv(output_dir / "results.csv", rows)
-    _atomic_write(output_dir / "results.md", _markdown_table(rows, metric))
+    atomic_write(output_dir / "results.md", _markdown_table(rows, metric))
     _plot_curves(output_dir / "curves.png", cells, activations, metric)
     _plot_bars(output_dir / "bars.png", rows, metric)
     study = {
@@ -273,8 +253,8 @@ def compare_activations(
             for name, c in cells.items()
         },
     }
-    _atomic_write(output_dir / "study.json", json.dumps(_json_safe(study), indent=2) + "\n")
-    _atomic_write(output_dir / "README.md", _readme(table, first, command))
+    atomic_write(output_dir / "study.json", json.dumps(_json_safe(study), indent=2) + "\n")
+    atomic_write(output_dir / "README.md", _readme(table, first, command))
     return table
 
 
@@ -319,7 +299,7 @@ def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
     writer.writeheader()
     for row in rows:
         writer.writerow({k: (repr(v) if isinstance(v, float) else v) for k, v in row.items()})
-    _atomic_write(path, buffer.getvalue())
+    atomic_write(path, buffer.getvalue())
 
 
 def _markdown_table(rows: list[dict[str, Any]], metric: str) -> str:
@@ -359,7 +339,7 @@ def _new_figure(figsize: tuple[float, float]):
 def _save_figure(fig, path: Path) -> None:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
-    _atomic_write(path, buffer.getvalue())
+    atomic_write(path, buffer.getvalue())
 
 
 def _plot_curves(path: Path, cells: dict[str, dict[str, Any]], activations: list[str], metric: str) -> None:

@@ -30,7 +30,8 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader
 
-from .._builder import _atomic_write_bytes, create_model, load_pretrained_dir
+from .._builder import create_model, load_pretrained_dir
+from .._fileio import atomic_write
 from ..models._base import AudioClassifier
 from .config import ConfigError, RunConfig, TrainConfig
 from .data import ClipDataset, DecodedClips, decode_clips, holdout_split, read_clips
@@ -278,7 +279,7 @@ def _save_state(directory: Path, model: AudioClassifier, payload: dict[str, Any]
 
     buffer = io.BytesIO()
     torch.save(payload, buffer)
-    _atomic_write_bytes(directory / STATE_NAME, buffer.getvalue())
+    atomic_write(directory / STATE_NAME, buffer.getvalue())
 
 
 def _append_jsonl(path: Path, record: dict[str, Any]) -> None:
@@ -360,7 +361,7 @@ def fit(
         # On resume the file is rewritten from the checkpoint's history: an epoch that finished after the last
         # checkpoint was written is run again and must not appear twice.
         metrics_lines = "".join(json.dumps(record) + "\n" for record in result.history)
-        _atomic_write_bytes(out_dir / "metrics.jsonl", metrics_lines.encode())
+        atomic_write(out_dir / "metrics.jsonl", metrics_lines.encode())
 
     augment = BatchAugment(cfg, model)
     from ..layers import ActivationStats, ClassifierHead, grad_norms
@@ -530,7 +531,7 @@ def finetune(
     )
     if info.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        _atomic_write_bytes(run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False).encode())
+        atomic_write(run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False).encode())
         decoded = decode_clips(clips, probe.sample_rate, cfg.data.clip_seconds, cache_dir, cfg.data.num_workers)
     if info.world_size > 1:
         dist.barrier()
@@ -584,7 +585,7 @@ def finetune(
                 "val_clips": len(val_rows),
                 "skipped_clips": len(decoded.failed),
             }
-            _atomic_write_bytes(summary_path, (json.dumps(summary, indent=2) + "\n").encode())
+            atomic_write(summary_path, (json.dumps(summary, indent=2) + "\n").encode())
             fold_summaries[name] = summary
     summary: dict[str, Any] = {}
     if info.is_main:
@@ -598,7 +599,7 @@ def finetune(
             "note": "'final' is the last epoch's score; 'best_epoch' picks the epoch on the evaluation split itself "
             "and is therefore optimistic.",
         }
-        _atomic_write_bytes(run_dir / "summary.json", (json.dumps(summary, indent=2) + "\n").encode())
+        atomic_write(run_dir / "summary.json", (json.dumps(summary, indent=2) + "\n").encode())
         f = summary["final"]
         print(f"{run_dir}: {metric} {f['mean']:.4f} ± {f['std']:.4f} over {len(fold_summaries)} split(s)",
               file=sys.stderr)  # fmt: skip
