@@ -193,3 +193,16 @@ def test_top_k_helper():
     scores = torch.tensor([0.1, 0.9, 0.5])
     assert ak.top_k(scores, ["a", "b", "c"], k=2) == [("b", pytest.approx(0.9)), ("c", pytest.approx(0.5))]
     assert ak.top_k(scores, ["a", "b", "c"], k=0, threshold=0.4) == [("b", pytest.approx(0.9)), ("c", 0.5)]
+
+
+def test_embed_reports_bad_files_and_keeps_the_good_ones(capsys, checkpoint, make_wav, tmp_path):
+    good = make_wav("good.wav", 1.0)
+    broken = tmp_path / "broken.wav"
+    broken.write_bytes(good.read_bytes()[:100])  # header promises data that is not there
+    out = tmp_path / "emb.npz"
+    code, _, err = run_cli(capsys, "embed", good, broken, tmp_path / "missing.wav", "--model", MODEL,
+                           "--checkpoint", checkpoint, "--output", out, "--num-workers", "0")  # fmt: skip
+    assert code == 1
+    assert "broken.wav: is truncated" in err and "missing.wav: file not found" in err and "2 of 3" in err
+    data = np.load(out)
+    assert list(data["ids"]) == [str(good)] and data["embeddings"].shape[0] == 1
