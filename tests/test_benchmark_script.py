@@ -1,0 +1,30 @@
+"""scripts/benchmark.py runs and writes its JSON and markdown (no timing is asserted: speed lives in the JSON)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_benchmark_writes_json_and_table(tmp_path):
+    out = tmp_path / "bench.json"
+    script = str(REPO / "scripts" / "benchmark.py")
+    options = "--models efficientat_mn01 --files 2 --batch-sizes 2 --workers 0 --model-only-repeats 1 --device cpu"
+    cmd = [sys.executable, script, *options.split(), "--output", str(out)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(out.read_text())
+    entry = report["results"]["efficientat_mn01"]
+    assert entry["params"] == 123_783 and report["device"] == "cpu"
+    (e2e,) = entry["end_to_end"]
+    assert e2e["files"] == 2 and e2e["files_per_s"] > 0 and e2e["peak_rss_mb"] > 0
+    assert entry["model_only"][0]["clips_per_s"] > 0
+    assert entry["peer"]["files"] == 2 and entry["ratio_vs_peer"] == round(
+        e2e["files_per_s"] / entry["peer"]["files_per_s"], 2
+    )
+    table = out.with_suffix(".md").read_text()
+    assert "efficientat_mn01 (peer: librosa.load + forward per file)" in table
