@@ -51,3 +51,54 @@ def make_wav(tmp_path):
         return path
 
     return write
+
+
+# -- tiny fine-tuning datasets and configs (shared by the training, evaluation, head and study tests) ----------------
+def _tone_clip(label: int, seed: int, seconds: float, rate: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * rate)) / rate
+    return (0.3 * np.sin(2 * np.pi * (300 + 250 * label) * t) + 0.05 * rng.standard_normal(len(t))).astype(np.float32)
+
+
+def write_manifest(
+    root: Path,
+    classes: int = 3,
+    per_class: int = 8,
+    seconds: float = 1.0,
+    rate: int = 16000,
+    split: bool = True,
+    min_seconds: float | None = None,
+) -> Path:
+    """Synthetic clips whose class is a tone frequency; the last quarter of each class is the validation split.
+
+    With ``min_seconds`` the clip lengths spread evenly from ``min_seconds`` to ``seconds`` within each class.
+    """
+    (root / "clips").mkdir(parents=True, exist_ok=True)
+    rows = ["path,label,split" if split else "path,label"]
+    for label in range(classes):
+        for i in range(per_class):
+            length = seconds if min_seconds is None else min_seconds + (seconds - min_seconds) * i / (per_class - 1)
+            name = f"clips/c{label}_{i}.wav"
+            sf.write(root / name, _tone_clip(label, 100 * label + i, length, rate), rate, subtype="PCM_16")
+            part = ("val" if i >= per_class * 3 // 4 else "train") if split else None
+            rows.append(f"{name},class{label}" + (f",{part}" if part else ""))
+    path = root / "manifest.csv"
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+def base_config(tmp_path: Path, manifest: Path, **train) -> dict:
+    """A fine-tuning config for mn01 (random init) on a manifest: 1 s clips, 2 epochs, batch 6, Adam 1e-3."""
+    return {
+        "model": {"name": "efficientat_mn01.audioset", "pretrained": False},
+        "data": {
+            "kind": "manifest",
+            "manifest": str(manifest),
+            "clip_seconds": 1.0,
+            "num_workers": 0,
+            "cache_dir": str(tmp_path / "cache"),
+        },
+        "train": {"epochs": 2, "batch_size": 6, "optimizer": {"name": "adam", "lr": 1e-3}, "seed": 3, **train},
+        "output_dir": str(tmp_path / "runs"),
+        "run_name": "run",
+    }

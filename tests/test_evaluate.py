@@ -11,7 +11,7 @@ import yaml
 
 import audiokit as ak
 from audiokit.cli import main
-from tests.test_train import base_config, write_manifest
+from tests.conftest import base_config, write_manifest
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

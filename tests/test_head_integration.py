@@ -10,7 +10,7 @@ import yaml
 
 import audiokit as ak
 from audiokit.layers import ClassifierHead, HeadConfig
-from tests.test_train import base_config, write_manifest
+from tests.conftest import base_config, write_manifest
 
 
 @pytest.mark.parametrize("name", ["efficientat_mn01.audioset", "bcresnet_1.speechcommands", "panns_cnn6.audioset"])

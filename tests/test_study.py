@@ -9,46 +9,20 @@ from pathlib import Path
 import matplotlib.image
 import numpy as np
 import pytest
-import soundfile as sf
 import yaml
 
 import audiokit.study as study
 from audiokit.study import compare_activations
+from tests.conftest import base_config, write_manifest
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-def _write_manifest(root: Path, classes: int = 3, per_class: int = 6, rate: int = 16000) -> Path:
-    """Tones of 0.5-1 s whose frequency is the class; the last two clips of each class are the validation split."""
-    (root / "clips").mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    rows = ["path,label,split"]
-    for label in range(classes):
-        for i in range(per_class):
-            seconds = 0.5 + 0.5 * i / (per_class - 1)
-            t = np.arange(int(seconds * rate)) / rate
-            wave = 0.3 * np.sin(2 * np.pi * (300 + 250 * label) * t) + 0.05 * rng.standard_normal(len(t))
-            name = f"clips/c{label}_{i}.wav"
-            sf.write(root / name, wave.astype(np.float32), rate, subtype="PCM_16")
-            rows.append(f"{name},class{label},{'val' if i >= per_class - 2 else 'train'}")
-    path = root / "manifest.csv"
-    path.write_text("\n".join(rows) + "\n")
-    return path
-
-
 def _write_config(tmp_path: Path) -> Path:
-    manifest = _write_manifest(tmp_path / "data")
-    config = {
-        "model": {"name": "efficientat_mn01.audioset", "pretrained": False},
-        "data": {
-            "kind": "manifest",
-            "manifest": str(manifest),
-            "clip_seconds": 1.0,
-            "num_workers": 0,
-            "cache_dir": str(tmp_path / "cache"),
-        },
-        "train": {"epochs": 2, "batch_size": 6, "optimizer": {"name": "adam", "lr": 1e-3}, "device": "cpu"},
-    }
+    """Tones of 0.5-1 s (varied lengths exercise the padding path), 3 classes x 6 clips, mn01, 2 epochs on CPU."""
+    manifest = write_manifest(tmp_path / "data", classes=3, per_class=6, seconds=1.0, min_seconds=0.5)
+    config = base_config(tmp_path, manifest, device="cpu")
+    del config["output_dir"], config["run_name"]  # the study decides where each cell runs
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(config))
     return path

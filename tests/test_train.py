@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import soundfile as sf
 import torch
 import yaml
 from safetensors.torch import load_file
@@ -24,48 +23,10 @@ from audiokit.train import ConfigError, RunConfig, finetune
 from audiokit.train.config import TrainConfig
 from audiokit.train.data import ClipDataset, decode_clips, read_esc50, read_manifest
 from audiokit.train.loop import _layer_groups, build_optimizer, lr_factor
-from tests.conftest import FSDD, MN04_CHECKPOINT, SHARED, require_shared
+from tests.conftest import FSDD, MN04_CHECKPOINT, SHARED, base_config, require_shared, write_manifest
 
 REPO = Path(__file__).resolve().parents[1]
 ESC50_META = SHARED / "reference" / "esc50_meta.csv"
-
-
-def _tone_clip(label: int, seed: int, seconds: float, rate: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(seconds * rate)) / rate
-    return (0.3 * np.sin(2 * np.pi * (300 + 250 * label) * t) + 0.05 * rng.standard_normal(len(t))).astype(np.float32)
-
-
-def write_manifest(root: Path, classes: int = 3, per_class: int = 8, seconds: float = 1.0, rate: int = 16000,
-                   split: bool = True) -> Path:  # fmt: skip
-    """Synthetic clips whose class is a tone frequency; the last quarter of each class is the validation split."""
-    (root / "clips").mkdir(parents=True, exist_ok=True)
-    rows = ["path,label,split" if split else "path,label"]
-    for label in range(classes):
-        for i in range(per_class):
-            name = f"clips/c{label}_{i}.wav"
-            sf.write(root / name, _tone_clip(label, 100 * label + i, seconds, rate), rate, subtype="PCM_16")
-            part = ("val" if i >= per_class * 3 // 4 else "train") if split else None
-            rows.append(f"{name},class{label}" + (f",{part}" if part else ""))
-    path = root / "manifest.csv"
-    path.write_text("\n".join(rows) + "\n")
-    return path
-
-
-def base_config(tmp_path: Path, manifest: Path, **train) -> dict:
-    return {
-        "model": {"name": "efficientat_mn01.audioset", "pretrained": False},
-        "data": {
-            "kind": "manifest",
-            "manifest": str(manifest),
-            "clip_seconds": 1.0,
-            "num_workers": 0,
-            "cache_dir": str(tmp_path / "cache"),
-        },
-        "train": {"epochs": 2, "batch_size": 6, "optimizer": {"name": "adam", "lr": 1e-3}, "seed": 3, **train},
-        "output_dir": str(tmp_path / "runs"),
-        "run_name": "run",
-    }
 
 
 # -- configuration ----------------------------------------------------------------------------------------------------
