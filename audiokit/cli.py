@@ -145,19 +145,16 @@ def _emit(text: str | bytes, output: str | None) -> None:
 
 
 def cmd_tag(args: argparse.Namespace) -> int:
-    from .inference import InferenceRunner, _tag_record, expand_inputs, load_model
+    from .inference import expand_inputs, load_model, tag
 
     model = load_model(args.model, args.checkpoint)
     if model.num_classes == 0:
         raise CliError(f"{args.model} has no classifier; use `audiokit embed`")
-    runner = InferenceRunner(model, mode="scores", window=args.window, hop=args.hop, aggregate=args.aggregate,
-                             **_runner_kwargs(args))  # fmt: skip
     paths = expand_inputs(args.inputs, recursive=args.recursive)
     if not paths:
         raise CliError("no input files")
-    records = [
-        _tag_record(result, model.label_names, args.top_k, args.threshold) for result in runner.iter_results(paths)
-    ]
+    records = tag(paths, model, top_k=args.top_k, threshold=args.threshold, window=args.window, hop=args.hop,
+                  aggregate=args.aggregate, **_runner_kwargs(args))  # fmt: skip
     _emit(_render_tags(records, args.format), args.output)
     return _report_failures([r["error"] for r in records if r["error"]], len(records))
 

@@ -21,7 +21,8 @@ import torch
 from ._fileio import atomic_write
 from .models._base import AudioClassifier
 from .train.config import ConfigError, DataConfig
-from .train.data import ClipDataset, decode_clips, holdout_split, read_clips
+from .train.data import ClipDataset, decode_clips, default_cache_dir, holdout_split, read_clips
+from .train.loop import predict
 
 _logger = logging.getLogger(__name__)
 
@@ -39,18 +40,6 @@ def evaluation_split(data: DataConfig, fold: int | None, seed: int = 0) -> tuple
             raise ConfigError(f"fold {fold} has no clips in {data.root}")
         return clips, rows
     return clips, holdout_split(clips, data.val_fraction, seed)[1]
-
-
-@torch.no_grad()
-def predict_probabilities(model: AudioClassifier, dataset: ClipDataset, batch_size: int, device: torch.device):
-    model.eval().to(device)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False)
-    probs, targets = [], []
-    for wave, target in loader:
-        logits = model(wave.to(device))
-        probs.append(model.activate(logits).float())
-        targets.append(target.to(device))
-    return torch.cat(probs), torch.cat(targets)
 
 
 def evaluate_model(
@@ -76,10 +65,10 @@ def evaluate_model(
     if names != clips.label_names:
         _logger.warning("the model's label names differ from the dataset's; the dataset's order is used")
     subset = clips.select(rows)
-    cache = data.cache_dir or str(Path(data.root or Path(data.manifest or ".").parent) / ".audiokit_cache")
-    decoded = decode_clips(subset, model.sample_rate, data.clip_seconds, cache, data.num_workers)
+    decoded = decode_clips(subset, model.sample_rate, data.clip_seconds, default_cache_dir(data), data.num_workers)
     dev = resolve_device(device)
-    probs, targets = predict_probabilities(model, ClipDataset(decoded), batch_size, dev)
+    logits, targets = predict(model.to(dev), ClipDataset(decoded), batch_size, dev, None)
+    probs = model.activate(logits)
     task = "multilabel" if decoded.multilabel or model.task == "multilabel" else "multiclass"
     # predict_proba's output as probabilities: identity reports logits, log_softmax log-probabilities.
     inputs = "logits" if model.output_activation == "identity" else "probs"

@@ -128,6 +128,12 @@ def read_manifest(path: str | Path) -> ClipList:
     )
 
 
+def default_cache_dir(cfg: DataConfig) -> str:
+    """Where decoded clips are cached: ``data.cache_dir``, else ``.audiokit_cache`` beside the data (the root, or the
+    manifest's directory)."""
+    return cfg.cache_dir or str(Path(cfg.root or Path(cfg.manifest or ".").parent) / ".audiokit_cache")
+
+
 def read_clips(cfg: DataConfig) -> ClipList:
     if cfg.kind == "esc50":
         return read_esc50(cfg.root or "")

@@ -30,11 +30,11 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader
 
-from .._builder import create_model, load_pretrained_dir
+from .._builder import create_model
 from .._fileio import atomic_write
 from ..models._base import AudioClassifier
 from .config import ConfigError, RunConfig, TrainConfig
-from .data import ClipDataset, DecodedClips, decode_clips, holdout_split, read_clips
+from .data import ClipDataset, DecodedClips, decode_clips, default_cache_dir, holdout_split, read_clips
 
 _logger = logging.getLogger(__name__)
 
@@ -236,15 +236,12 @@ def predict(model: AudioClassifier, dataset: ClipDataset, batch_size: int, devic
 
 
 def basic_metrics(logits: torch.Tensor, targets: torch.Tensor, multilabel: bool) -> dict[str, float]:
-    """Accuracy for single-label tasks; mAP (macro average precision over classes with positives) for multi-label."""
-    if not multilabel:
-        return {"accuracy": float((logits.argmax(1) == targets.argmax(1)).float().mean())}
-    from torchmetrics.functional.classification import multilabel_average_precision
+    """The per-epoch validation score: accuracy (single-label) or mAP over classes with positives (multi-label)."""
+    from .. import metrics
 
-    present = targets.sum(0) > 0
-    ap = multilabel_average_precision(torch.sigmoid(logits[:, present]), targets[:, present].long(),
-                                      num_labels=int(present.sum()), average="macro")  # fmt: skip
-    return {"map": float(ap)}
+    if not multilabel:
+        return {"accuracy": metrics.accuracy(logits, targets)}
+    return {"map": metrics.mean_average_precision(torch.sigmoid(logits), targets)}
 
 
 # -- fit --------------------------------------------------------------------------------------------------------------
@@ -526,9 +523,7 @@ def finetune(
     run_dir = Path(_broadcast(str(run_dir), info))  # every process writes (rank 0) or reads the same directory
     clips = read_clips(cfg.data)  # clear errors about the dataset before any training
     probe = create_model(cfg.model.name, **cfg.model.kwargs)
-    cache_dir = cfg.data.cache_dir or str(
-        Path(cfg.data.root or Path(cfg.data.manifest or ".").parent) / ".audiokit_cache"
-    )
+    cache_dir = default_cache_dir(cfg.data)
     if info.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write(run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False).encode())
@@ -609,11 +604,8 @@ def finetune(
 def build_finetune_model(cfg: RunConfig, decoded: DecodedClips) -> AudioClassifier:
     """The configured model with a new classifier for the dataset's classes (task set from the labels)."""
     m = cfg.model
-    if m.name.startswith("local-dir:"):
-        model = load_pretrained_dir(m.name[len("local-dir:") :], **m.kwargs)
-    else:
-        model = create_model(m.name, pretrained=m.pretrained and m.checkpoint is None, checkpoint_path=m.checkpoint,
-                             **m.kwargs)  # fmt: skip
+    model = create_model(m.name, pretrained=m.pretrained and m.checkpoint is None, checkpoint_path=m.checkpoint,
+                         **m.kwargs)  # fmt: skip
     task = "multilabel" if decoded.multilabel else "multiclass"
     model.pretrained_cfg = model.pretrained_cfg.replace(task=task, clip_seconds=cfg.data.clip_seconds)
     model.reset_classifier(len(decoded.label_names), decoded.label_names, head=cfg.head_config())
