@@ -8,6 +8,7 @@ import soundfile as sf
 import torch
 
 from audiokit import AudioLoadError, load_audio
+from audiokit.audio.io import stream_audio
 
 
 def _tone(freq: float, rate: int, seconds: float, amp: float = 0.5) -> np.ndarray:
@@ -47,6 +48,41 @@ def test_int16_scaling_is_full_scale(tmp_path):
     np.testing.assert_array_equal(load_audio(path).numpy(), pcm.astype(np.float32) / 32768)
 
 
+@pytest.mark.parametrize(("subtype", "channels"), [("PCM_16", 1), ("PCM_16", 2), ("PCM_U8", 2), ("PCM_16", 3)])
+def test_integer_fast_path_equals_libsndfile_float_decode(tmp_path, subtype, channels):
+    # 8/16-bit PCM is read as int16 and scaled here; the result must be what libsndfile's own float decode gives.
+    x = 0.4 * np.random.default_rng(3).standard_normal((8000, channels))
+    path = tmp_path / "pcm.wav"
+    sf.write(path, np.clip(x, -1, 1), 8000, subtype=subtype)
+    reference, _ = sf.read(path, dtype="float32", always_2d=True)
+    mono = load_audio(path).numpy()
+    if channels <= 2:  # exact: sums of int16 values and power-of-two scales have no round-off
+        np.testing.assert_array_equal(mono, reference.mean(axis=1, dtype=np.float32))
+    else:
+        np.testing.assert_allclose(mono, reference.mean(axis=1), atol=1e-7)
+    np.testing.assert_array_equal(load_audio(path, mono=False).numpy(), reference.T)
+
+
+@pytest.mark.parametrize(
+    ("rate", "target", "subtype", "ext", "block"),
+    [
+        (44100, 32000, "PCM_16", ".wav", 0.37),
+        (16000, None, "FLOAT", ".wav", 0.1),
+        (48000, 16000, "PCM_16", ".flac", 1.0),
+    ],
+)
+def test_streamed_decode_equals_whole_file_decode(tmp_path, rate, target, subtype, ext, block):
+    x = 0.3 * np.random.default_rng(4).standard_normal((int(rate * 2.5), 2))
+    path = tmp_path / f"long{ext}"
+    sf.write(path, x.astype(np.float32), rate, subtype=subtype)
+    whole = load_audio(path, target).numpy()
+    chunks = list(stream_audio(path, target, block_seconds=block))
+    assert len(chunks) > 1 and all(c.dtype == np.float32 and c.ndim == 1 for c in chunks)
+    streamed = np.concatenate(chunks)
+    assert streamed.shape == whole.shape
+    np.testing.assert_allclose(streamed, whole, atol=1e-6)
+
+
 def test_stereo_is_averaged_to_mono_and_kept_on_request(tmp_path):
     left, right = _tone(300, 48000, 0.5), _tone(500, 48000, 0.5, amp=0.25)
     path = tmp_path / "stereo.wav"
@@ -83,12 +119,14 @@ def _wav_bytes(tmp_path, frames=16000) -> bytes:
 
 
 def _expect_error(path, *fragments):
-    with pytest.raises(AudioLoadError) as info:
-        load_audio(path)
-    message = str(info.value)
-    assert str(path) in message
-    for fragment in fragments:
-        assert fragment in message, message
+    """Whole-file and streamed decoding must both refuse the file, naming it and the problem."""
+    for decode in (load_audio, lambda p: list(stream_audio(p, 32000, block_seconds=0.01))):
+        with pytest.raises(AudioLoadError) as info:
+            decode(path)
+        message = str(info.value)
+        assert str(path) in message
+        for fragment in fragments:
+            assert fragment in message, message
     return message
 
 
