@@ -85,6 +85,7 @@ def _runner_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         "num_workers": args.num_workers,
         "device": args.device,
         "precision": args.precision,
+        "compile": args.compile,
         "progress": not args.quiet and sys.stderr.isatty(),
     }
 
@@ -282,6 +283,11 @@ def _add_inference_args(p: argparse.ArgumentParser, default_model: str) -> None:
     p.add_argument("--num-workers", type=int, default=min(4, os.cpu_count() or 1), help="decoding worker processes")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"], help="autocast on CUDA")
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the model (pays off on GPUs for long runs; falls back to eager if compilation fails)",
+    )
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
 
 

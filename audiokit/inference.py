@@ -12,7 +12,7 @@ import glob
 import inspect
 import logging
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from .audio.io import AUDIO_EXTENSIONS, AudioLoadError, load_audio
+from .audio.io import AUDIO_EXTENSIONS, AudioLoadError, audio_info, load_audio, stream_audio
 from .models._base import AudioClassifier
 
 _logger = logging.getLogger(__name__)
@@ -29,6 +29,12 @@ _logger = logging.getLogger(__name__)
 # Whole files longer than this many training clips are windowed automatically (a one-hour file through a CNN in one
 # piece needs gigabytes of activations).
 AUTO_WINDOW_CLIPS = 10
+# Files longer than this are decoded block by block in the main process, so memory does not grow with the file (a
+# one-hour 44.1 kHz stereo file is 1.3 GB as float32); shorter ones are decoded whole in the loader's workers.
+STREAM_SECONDS = 300.0
+# Window for streamed files of models that name no clip length (wav2vec2 ASR weights): attention over a whole hour
+# would not fit in memory.
+STREAM_WINDOW_SECONDS = 30.0
 
 
 @dataclass
@@ -89,23 +95,78 @@ def window_starts(num_samples: int, window: int, hop: int) -> list[int]:
     return starts
 
 
-class _AudioFiles(Dataset):
-    """Decodes one file per item in a worker; returns the waveform or the error message."""
+@dataclass
+class _Decoded:
+    """What a loader worker hands back for one file: the waveform, or ``stream`` (too long: the main process reads
+    it block by block), or the error message."""
 
-    def __init__(self, paths: Sequence[Path], sample_rate: int):
+    index: int
+    wave: torch.Tensor | None = None
+    stream: bool = False
+    error: str | None = None
+
+
+def _unexpected(path: Path, err: Exception) -> str:
+    return f"{path}: unexpected error while decoding ({type(err).__name__}: {err})"
+
+
+class _AudioFiles(Dataset):
+    """Decodes one file per item in a worker."""
+
+    def __init__(self, paths: Sequence[Path], sample_rate: int, stream_seconds: float):
         self.paths = list(paths)
         self.sample_rate = sample_rate
+        self.stream_seconds = stream_seconds
 
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, index: int) -> tuple[int, torch.Tensor | None, str | None]:
+    def __getitem__(self, index: int) -> _Decoded:
+        path = self.paths[index]
         try:
-            return index, load_audio(self.paths[index], sample_rate=self.sample_rate), None
+            info = audio_info(path)
+            if info.frames > self.stream_seconds * info.samplerate:
+                return _Decoded(index, stream=True)
+            return _Decoded(index, wave=load_audio(path, sample_rate=self.sample_rate))
         except AudioLoadError as err:
-            return index, None, str(err)
+            return _Decoded(index, error=str(err))
         except Exception as err:  # a decoder crash on one file must not end the batch
-            return index, None, f"{self.paths[index]}: unexpected error while decoding ({type(err).__name__}: {err})"
+            return _Decoded(index, error=_unexpected(path, err))
+
+
+def _collate_decoded(item: _Decoded) -> _Decoded:
+    return item
+
+
+def _stream_windows(
+    chunks: Iterable[np.ndarray], window: int, hop: int, min_samples: int
+) -> Iterator[tuple[int, int, np.ndarray]]:
+    """``(start, end, samples)`` for the windows ``window_starts`` gives, cut from a stream of chunks.
+
+    Holds at most one window plus one chunk: samples before the next start are dropped, except the last ``window``
+    samples, which the end-aligned final window may need.
+    """
+    buffer = np.zeros(0, np.float32)
+    offset = 0  # stream position of buffer[0]
+    next_start = 0
+    last_start = -1
+    for chunk in chunks:
+        buffer = np.concatenate([buffer, chunk]) if buffer.size else chunk
+        while next_start + window <= offset + buffer.size:
+            i = next_start - offset
+            yield next_start, next_start + window, buffer[i : i + window].copy()
+            last_start = next_start
+            next_start += hop
+        keep_from = max(0, min(next_start - offset, buffer.size - window))
+        if keep_from:
+            buffer = buffer[keep_from:]
+            offset += keep_from
+    total = offset + buffer.size
+    if last_start < 0:  # shorter than one window: the whole signal, padded up to the model's minimum
+        tail = np.pad(buffer, (0, max(0, min_samples - buffer.size)))
+        yield 0, total, tail
+    elif last_start + window < total:
+        yield total - window, total, buffer[buffer.size - window :].copy()
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -137,6 +198,9 @@ class InferenceRunner:
         aggregate: str = "max",
         progress: bool = False,
         layer: int | None = None,
+        channels_last: bool | None = None,
+        compile: bool = False,
+        stream_seconds: float = STREAM_SECONDS,
     ):
         if mode not in ("scores", "embedding", "frames"):
             raise ValueError(f"mode must be 'scores', 'embedding' or 'frames', got {mode!r}")
@@ -175,6 +239,24 @@ class InferenceRunner:
             self.autocast_dtype = None
         self.aggregate = aggregate
         self.progress = progress
+        if stream_seconds <= 0:
+            raise ValueError(f"stream_seconds must be positive, got {stream_seconds}")
+        self.stream_seconds = stream_seconds
+        self.channels_last = model.prefers_channels_last if channels_last is None else channels_last
+        if self.channels_last:
+            # Converts the parameters in place; activations follow the weights' layout. Results are unchanged.
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self._compute = self._compute_eager
+        if compile:
+            self._compute = torch.compile(self._compute_eager, dynamic=None)
+        self._compiled = compile
+
+    def _compute_eager(self, batch: torch.Tensor) -> torch.Tensor:
+        if self.mode == "scores":
+            return self.model.activate(self.model(batch))
+        if self.mode == "frames":
+            return self.model.embed_frames(batch, layer=self.layer)
+        return self.model.embed(batch) if self.layer is None else self.model.embed(batch, layer=self.layer)
 
     def _forward(self, batch: torch.Tensor) -> np.ndarray:
         batch = batch.to(self.device, non_blocking=True)
@@ -184,30 +266,46 @@ class InferenceRunner:
             else contextlib.nullcontext()
         )
         with torch.inference_mode(), autocast:
-            if self.mode == "scores":
-                out = self.model.activate(self.model(batch))
-            elif self.mode == "frames":
-                out = self.model.embed_frames(batch, layer=self.layer)
-            else:
-                out = self.model.embed(batch) if self.layer is None else self.model.embed(batch, layer=self.layer)
+            try:
+                out = self._compute(batch)
+            except Exception as err:
+                if not self._compiled:
+                    raise
+                # torch.compile needs a working C++/Triton toolchain and supports most but not all graphs; a tagging
+                # run should not die of it. Eager gives the same results, only slower.
+                _logger.warning("torch.compile failed (%s: %s); running eagerly", type(err).__name__, err)
+                self._compute, self._compiled = self._compute_eager, False
+                out = self._compute(batch)
         return out.float().cpu().numpy()
 
-    def _windows(self, wave: torch.Tensor, result: FileResult) -> list[tuple[int, int]]:
-        n = wave.shape[-1]
+    def _window_plan(self, n: int, result: FileResult, streamed: bool = False) -> tuple[int, int] | None:
+        """``(window, hop)`` in samples for a signal of ``n`` samples, or None to run it whole."""
         if self.window is not None:
             window = max(1, round(self.window * self.sample_rate))
-            hop = max(1, round((self.hop or self.window) * self.sample_rate))
-        elif self.model.max_samples is not None and n > self.model.max_samples:
+            return window, max(1, round((self.hop or self.window) * self.sample_rate))
+        if self.model.max_samples is not None and n > self.model.max_samples:
             # A fixed-length model would silently drop the rest of the file.
-            window = hop = self.model.max_samples
+            window = self.model.max_samples
             result.warnings.append(
                 f"longer than the model's {window / self.sample_rate:g} s input: tagged in windows of that length"
             )
-        elif (clip := self.model.pretrained_cfg.clip_seconds) and n > AUTO_WINDOW_CLIPS * clip * self.sample_rate:
-            window = hop = round(clip * self.sample_rate)
+            return window, window
+        clip = self.model.pretrained_cfg.clip_seconds
+        if clip and n > AUTO_WINDOW_CLIPS * clip * self.sample_rate:
             result.warnings.append(f"longer than {AUTO_WINDOW_CLIPS * clip:g} s: tagged in {clip:g} s windows")
-        else:
+            return round(clip * self.sample_rate), round(clip * self.sample_rate)
+        if streamed:
+            seconds = clip or STREAM_WINDOW_SECONDS
+            result.warnings.append(f"longer than {self.stream_seconds:g} s: processed in {seconds:g} s windows")
+            return round(seconds * self.sample_rate), round(seconds * self.sample_rate)
+        return None
+
+    def _windows(self, wave: torch.Tensor, result: FileResult) -> list[tuple[int, int]]:
+        n = wave.shape[-1]
+        plan = self._window_plan(n, result)
+        if plan is None:
             return [(0, n)]
+        window, hop = plan
         return [(s, min(n, s + window)) for s in window_starts(n, window, hop)]
 
     def run(self, inputs: Iterable[str | os.PathLike[str]], recursive: bool = False) -> list[FileResult]:
@@ -216,10 +314,11 @@ class InferenceRunner:
     def iter_results(self, paths: Sequence[Path]) -> Iterator[FileResult]:
         """Yield results in input order as files complete (a batch is flushed when full or at the end)."""
         loader = DataLoader(
-            _AudioFiles(paths, self.sample_rate),
+            _AudioFiles(paths, self.sample_rate, self.stream_seconds),
             batch_size=None,
+            collate_fn=_collate_decoded,
             num_workers=self.num_workers,
-            pin_memory=self.device.type == "cuda",
+            pin_memory=False,  # batches are stacked into pinned memory in flush(), whole files need not be
             persistent_workers=False,
         )
         progress = _progress_bar(len(paths), enabled=self.progress)
@@ -233,9 +332,18 @@ class InferenceRunner:
             items = queues.pop(length, [])
             for start in range(0, len(items), self.batch_size):
                 chunk = items[start : start + self.batch_size]
-                outputs = self._forward(torch.stack([w for _, _, w in chunk]))
+                batch = torch.empty((len(chunk), length), pin_memory=self.device.type == "cuda")
+                outputs = self._forward(torch.stack([w for _, _, w in chunk], out=batch))
                 for (file_index, window_index, _), out in zip(chunk, outputs):
                     pending[file_index][window_index] = out
+
+        def enqueue(file_index: int, start: int, end: int, samples: torch.Tensor) -> None:
+            spans[file_index].append((start, end))
+            pending[file_index].append(None)
+            queue = queues.setdefault(samples.shape[-1], [])
+            queue.append((file_index, len(spans[file_index]) - 1, samples))
+            if len(queue) >= self.batch_size:
+                flush(samples.shape[-1])
 
         def finish(file_index: int) -> None:
             result = results[file_index]
@@ -256,30 +364,27 @@ class InferenceRunner:
                 result.values = stacked.max(axis=0)
             result.segments = segments if (self.window is not None or len(segments) > 1) else []
 
-        for index, wave, error in loader:
+        for item in loader:
+            index = item.index
             path = paths[index]
             result = FileResult(path=str(path))
             results[index] = result
-            if error is not None:
-                result.error = error
-                _logger.debug("%s", error)  # reported by the caller (the CLI prints every failure)
+            spans[index], pending[index] = [], []
+
+            def add(start: int, end: int, samples: torch.Tensor, file_index: int = index) -> None:
+                enqueue(file_index, start, end, samples)
+
+            if item.stream:
+                self._add_streamed(path, result, add)
+            elif item.wave is not None:
+                self._add_whole(item.wave, result, add)
             else:
-                assert wave is not None
-                result.duration = wave.shape[-1] / self.sample_rate
-                if float(wave.abs().max()) == 0.0:
-                    result.warnings.append("the audio is digital silence")
-                if wave.shape[-1] < self.model.min_samples:
-                    result.warnings.append(
-                        f"shorter than the model's minimum of {self.model.min_samples / self.sample_rate:.3f} s: "
-                        "zero-padded"
-                    )
-                    wave = torch.nn.functional.pad(wave, (0, self.model.min_samples - wave.shape[-1]))
-                spans[index] = self._windows(wave, result)
-                pending[index] = [None] * len(spans[index])
-                for window_index, (s, e) in enumerate(spans[index]):
-                    queues.setdefault(e - s, []).append((index, window_index, wave[s:e]))
-                    if len(queues[e - s]) >= self.batch_size:
-                        flush(e - s)
+                result.error = item.error
+            if result.error is not None:
+                _logger.debug("%s", result.error)  # reported by the caller (the CLI prints every failure)
+                del spans[index], pending[index]
+                for length, queue in list(queues.items()):  # windows of a file that failed mid-stream
+                    queues[length] = [entry for entry in queue if entry[0] != index]
             progress.update(1)
             # Emit every leading file whose windows are all computed.
             while next_to_yield in results:
@@ -302,6 +407,41 @@ class InferenceRunner:
                 finish(next_to_yield)
             yield results.pop(next_to_yield)
             next_to_yield += 1
+
+    def _add_whole(self, wave: torch.Tensor, result: FileResult, enqueue: Callable[..., None]) -> None:
+        result.duration = wave.shape[-1] / self.sample_rate
+        if float(wave.abs().max()) == 0.0:
+            result.warnings.append("the audio is digital silence")
+        if wave.shape[-1] < self.model.min_samples:
+            result.warnings.append(
+                f"shorter than the model's minimum of {self.model.min_samples / self.sample_rate:.3f} s: zero-padded"
+            )
+            wave = torch.nn.functional.pad(wave, (0, self.model.min_samples - wave.shape[-1]))
+        for s, e in self._windows(wave, result):
+            enqueue(s, e, wave[s:e])
+
+    def _add_streamed(self, path: Path, result: FileResult, enqueue: Callable[..., None]) -> None:
+        """Decode a long file block by block, queueing its windows as they fill; memory stays bounded."""
+        try:
+            info = audio_info(path)
+            expected = round(info.frames * self.sample_rate / info.samplerate)
+            plan = self._window_plan(expected, result, streamed=True)
+            assert plan is not None  # streamed files are always longer than any automatic window
+            window, hop = plan
+            peak = 0.0
+            count = 0
+            chunks = stream_audio(path, self.sample_rate, block_seconds=max(10.0, 2 * window / self.sample_rate))
+            for start, end, samples in _stream_windows(chunks, window, hop, self.model.min_samples):
+                peak = max(peak, float(np.abs(samples).max()))
+                count = max(count, end)
+                enqueue(start, end, torch.from_numpy(samples))
+            result.duration = count / self.sample_rate
+            if peak == 0.0:
+                result.warnings.append("the audio is digital silence")
+        except AudioLoadError as err:
+            result.error = str(err)
+        except Exception as err:  # as in the workers: one broken file must not end the run
+            result.error = _unexpected(path, err)
 
 
 def _progress_bar(total: int, enabled: bool) -> Any:
@@ -354,8 +494,9 @@ def tag(
          "error", "warnings"}
 
     ``labels`` is the clip-level result (for windowed files: the per-class maximum over windows, or the mean with
-    ``aggregate="mean"``). ``runner_kwargs``: ``batch_size``, ``num_workers``, ``device``, ``precision``,
-    ``aggregate``, ``progress``.
+    ``aggregate="mean"``). Files longer than ``stream_seconds`` (default 5 minutes) are decoded block by block in
+    windows, so memory does not grow with the file. ``runner_kwargs``: ``batch_size``, ``num_workers``, ``device``,
+    ``precision``, ``aggregate``, ``progress``, ``channels_last``, ``compile``, ``stream_seconds``.
     """
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]

@@ -34,6 +34,9 @@ class AudioClassifier(nn.Module):
 
     num_features: int
     pretrained_cfg: PretrainedCfg
+    # Whether inference runs faster with parameters and activations in channels-last layout (NHWC). Set by families
+    # where scripts/benchmark.py measured a gain; the layout never changes the results.
+    prefers_channels_last: bool = False
 
     def __init__(self, pretrained_cfg: PretrainedCfg):
         super().__init__()

@@ -439,6 +439,8 @@ class MobileNetAT(_EfficientATBase):
     6 * 160w), ``classifier.{2,5}``.
     """
 
+    prefers_channels_last = True  # depthwise convolutions: ~1.2x (mn10, batch 1) on a 2-core AVX2 CPU
+
     def __init__(self, pretrained_cfg: PretrainedCfg, width_mult: float = 1.0, drop_rate: float = 0.2):
         super().__init__(pretrained_cfg)
         self.width_mult = width_mult

@@ -136,6 +136,7 @@ class PannsClassifier(AudioClassifier):
     """
 
     time_pools: int = 0
+    prefers_channels_last = True  # Cnn14 at batch 8: ~1.15x on a 2-core AVX2 CPU; the usual NHWC gain on GPUs
 
     def __init__(
         self,

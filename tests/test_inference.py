@@ -1,0 +1,134 @@
+"""The inference runner's machinery: streamed decoding of long files, memory layout and compilation options.
+
+Every path must give the results the plain whole-file path gives; these tests compare the two.
+"""
+
+from __future__ import annotations
+
+import logging
+import tracemalloc
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+import audiokit as ak
+from audiokit.inference import InferenceRunner, _stream_windows, window_starts
+
+MODEL = "efficientat_mn01.audioset"
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(5)
+    return ak.create_model(MODEL).eval()
+
+
+@pytest.mark.parametrize(
+    ("n", "window", "hop", "chunk"),
+    [(1000, 100, 50, 37), (1000, 100, 100, 1000), (1001, 100, 30, 64), (99, 100, 50, 10), (100, 100, 50, 7),
+     (950, 100, 250, 33), (5000, 480, 160, 1024)],
+)  # fmt: skip
+def test_stream_windows_cut_what_window_starts_prescribes(n, window, hop, chunk):
+    signal = np.random.default_rng(n).standard_normal(n).astype(np.float32)
+    chunks = [signal[i : i + chunk] for i in range(0, n, chunk)]
+    got = list(_stream_windows(iter(chunks), window, hop, min_samples=1))
+    expected = [(s, min(n, s + window)) for s in window_starts(n, window, hop)]
+    assert [(s, e) for s, e, _ in got] == expected
+    for s, e, samples in got:
+        np.testing.assert_array_equal(samples, signal[s:e])
+
+
+def test_stream_windows_pad_a_signal_shorter_than_the_minimum():
+    (start, end, samples), = _stream_windows(iter([np.ones(30, np.float32)]), 100, 100, min_samples=64)  # fmt: skip
+    assert (start, end) == (0, 30) and samples.shape == (64,) and samples[30:].sum() == 0
+
+
+def _write(path, seconds, rate=44100, channels=2, subtype="PCM_16", seed=0):
+    x = 0.2 * np.random.default_rng(seed).standard_normal((int(seconds * rate), channels))
+    sf.write(path, x.astype(np.float32), rate, subtype=subtype)
+    return path
+
+
+@pytest.mark.parametrize(("window", "hop"), [(1.0, 0.5), (None, None)])
+def test_streamed_long_files_give_the_whole_file_results(model, tmp_path, window, hop):
+    paths = [_write(tmp_path / "long.wav", 4.3), _write(tmp_path / "short.flac", 1.2, rate=16000, channels=1)]
+    whole = InferenceRunner(model, mode="scores", window=window, hop=hop, batch_size=3, device="cpu").run(paths)
+    streamed = InferenceRunner(model, mode="scores", window=window, hop=hop, batch_size=3, device="cpu",
+                               stream_seconds=2.0).run(paths)  # fmt: skip
+    for a, b in zip(whole, streamed):
+        assert a.ok and b.ok and a.path == b.path
+        assert a.duration == pytest.approx(b.duration, abs=1e-9)
+        assert [(s.start, s.end) for s in a.segments] == [(s.start, s.end) for s in b.segments]
+        for sa, sb in zip(a.segments, b.segments):
+            np.testing.assert_allclose(sa.values, sb.values, atol=1e-5)
+        np.testing.assert_allclose(a.values, b.values, atol=1e-5)
+    assert any("processed in" in w for w in streamed[0].warnings) == (window is None)
+
+
+def test_streamed_decode_memory_does_not_grow_with_the_file(model, tmp_path):
+    # tracemalloc sees numpy's buffers (the decode path), not torch's activations. Decoded whole, a file 4x as long
+    # takes ~4x the memory (which shows the measurement can tell); streamed, the peak is the same.
+    short = _write(tmp_path / "half_minute.wav", 30.0, rate=16000, channels=1)
+    long = _write(tmp_path / "two_minutes.wav", 120.0, rate=16000, channels=1)
+
+    def peak(path, stream_seconds: float) -> int:
+        runner = InferenceRunner(model, mode="scores", window=2.0, batch_size=8, device="cpu",
+                                 stream_seconds=stream_seconds)  # fmt: skip
+        tracemalloc.start()
+        try:
+            (result,) = runner.run([path])
+            return tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+            assert result.ok and len(result.segments) == round(result.duration / 2)
+
+    assert peak(long, 1e9) > 3 * peak(short, 1e9)
+    assert peak(long, 5.0) < 1.3 * peak(short, 5.0)
+
+
+def test_a_file_that_breaks_mid_stream_is_reported_and_the_rest_go_on(model, tmp_path):
+    x = 0.1 * np.random.default_rng(1).standard_normal(32000 * 30).astype(np.float32)
+    x[32000 * 25] = np.nan  # far past the first block
+    bad = tmp_path / "nan_late.wav"
+    sf.write(bad, x, 32000, subtype="FLOAT")
+    good = _write(tmp_path / "good.wav", 3.0)
+    runner = InferenceRunner(model, mode="scores", window=1.0, batch_size=4, device="cpu", stream_seconds=2.0)
+    first, second, third = runner.run([good, bad, good])
+    assert first.ok and third.ok
+    assert not second.ok and str(bad) in second.error and "NaN" in second.error
+    np.testing.assert_allclose(first.values, third.values, atol=1e-6)
+
+
+def test_channels_last_does_not_change_results(tmp_path):
+    torch.manual_seed(0)
+    cnn = ak.create_model("panns_cnn6.audioset").eval()
+    assert cnn.prefers_channels_last
+    path = _write(tmp_path / "clip.wav", 2.0)
+    plain = InferenceRunner(cnn, mode="scores", device="cpu", channels_last=False).run([path])[0].values
+    runner = InferenceRunner(cnn, mode="scores", device="cpu")
+    assert next(p for p in cnn.parameters() if p.dim() == 4).is_contiguous(memory_format=torch.channels_last)
+    np.testing.assert_allclose(runner.run([path])[0].values, plain, atol=1e-5)
+
+
+def test_compile_failure_falls_back_to_eager(model, tmp_path, monkeypatch, caplog):
+    def broken_compile(fn, **kwargs):
+        def run(*args):
+            raise RuntimeError("no C++ compiler")
+
+        return run
+
+    path = _write(tmp_path / "clip.wav", 1.0)
+    eager = InferenceRunner(model, mode="scores", device="cpu").run([path])[0].values
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    runner = InferenceRunner(model, mode="scores", device="cpu", compile=True)
+    with caplog.at_level(logging.WARNING, logger="audiokit.inference"):
+        result = runner.run([path])[0]
+    assert "torch.compile failed" in caplog.text and "no C++ compiler" in caplog.text
+    np.testing.assert_array_equal(result.values, eager)
+
+
+def test_invalid_stream_seconds_is_refused(model):
+    with pytest.raises(ValueError, match="stream_seconds"):
+        InferenceRunner(model, mode="scores", device="cpu", stream_seconds=0)
