@@ -86,6 +86,7 @@ def _runner_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         "device": args.device,
         "precision": args.precision,
         "compile": args.compile,
+        "preprocess_on": args.preprocess_on,
         "progress": not args.quiet and sys.stderr.isatty(),
     }
 
@@ -287,6 +288,13 @@ def _add_inference_args(p: argparse.ArgumentParser, default_model: str) -> None:
         "--compile",
         action="store_true",
         help="torch.compile the model (pays off on GPUs for long runs; falls back to eager if compilation fails)",
+    )
+    p.add_argument(
+        "--preprocess-on",
+        default="host",
+        choices=["host", "device"],
+        help="where int-to-float, downmix and resampling run: host (soxr, as the upstream scripts) or the model's "
+        "device (cheaper for the host at GPU speeds; downsampling then uses torchaudio's filter)",
     )
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
 

@@ -54,6 +54,35 @@ def make_wav(tmp_path):
 
 
 # -- tiny fine-tuning datasets and configs (shared by the training, evaluation, head and study tests) ----------------
+def informative_model(name: str, seed: int = 0) -> torch.nn.Module:
+    """A randomly initialised model whose outputs change visibly with the input, in eval mode.
+
+    Fresh initialisations of several families give near-constant outputs (EfficientAT's classifier starts at std
+    0.01 and untrained BatchNorm statistics leave activations ~1e-8), so comparing two inference paths on them would
+    pass whatever the paths did. Linear layers are redrawn at unit gain and BatchNorm statistics are measured on noise,
+    which puts logits at O(0.1-1) and makes them depend on the input.
+    """
+    import audiokit as ak
+
+    torch.manual_seed(seed)
+    model = ak.create_model(name)
+    generator = torch.Generator().manual_seed(seed)
+    for module in model.modules():
+        if isinstance(module, torch.nn.Linear):
+            torch.nn.init.normal_(module.weight, std=module.in_features**-0.5, generator=generator)
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.reset_running_stats()
+            module.momentum = None  # cumulative average over the calibration batches
+    model.train()
+    with torch.no_grad():
+        for _ in range(2):
+            model(0.2 * torch.randn(4, 2 * model.sample_rate, generator=generator))
+    for module in model.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.momentum = 0.1
+    return model.eval()
+
+
 def _tone_clip(label: int, seed: int, seconds: float, rate: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     t = np.arange(int(seconds * rate)) / rate
