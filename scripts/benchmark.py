@@ -166,6 +166,101 @@ def bench_peer_transformers_ast(paths, device: torch.device, workdir: Path) -> d
     }
 
 
+def _write_esc50_meta(path: Path, clips: int) -> None:
+    """An ``esc50.csv`` for ``clips`` synthetic files: folds 1-5 in turn, classes 0..49 in blocks of five (so every
+    class spreads over all folds, as in ESC-50); the audio itself is written by make_synthetic_esc50."""
+    rows = ["filename,fold,target,category,esc10,src_file,take"]
+    for i in range(clips):
+        fold, target = i % 5 + 1, (i // 5) % 50
+        rows.append(f"{fold}-{100000 + i}-A-{target}.wav,{fold},{target},class{target:02d},False,{100000 + i},A")
+    path.write_text("\n".join(rows) + "\n")
+
+
+def bench_finetune(model_name: str, clips: int, seconds: float, epochs: int, batch_size: int,
+                   device: torch.device | str, workdir: Path, num_workers: int | None = None) -> dict:  # fmt: skip
+    """Fine-tuning throughput through ``audiokit.train.finetune`` on ESC-50-shaped synthetic data, one test fold.
+
+    The run starts from the shipped ESC-50 recipe of the model (``configs/esc50_<model>.yaml``; mn10's for models
+    without one) with random weights. The decoded-audio cache is built and timed first, on its own: it is paid once
+    per dataset, rate and clip length, so it must not count in samples/s; ``finetune`` then finds it in place.
+    samples/s, data wait and GPU utilisation are the training epochs' own (``metrics.jsonl``): validation and
+    checkpoints after each epoch are in ``wall_seconds`` only.
+    """
+    import os
+    import shutil
+
+    scripts = str(Path(__file__).resolve().parent)
+    if scripts not in sys.path:
+        sys.path.insert(0, scripts)
+    from make_synthetic_esc50 import make_dataset
+
+    from audiokit.train import RunConfig, finetune
+    from audiokit.train.data import decode_clips, read_clips
+
+    device = torch.device(device)
+    root = workdir / f"esc50_{clips}x{seconds:g}s"
+    if not (root / "meta" / "esc50.csv").is_file():  # one dataset for every model of the run
+        workdir.mkdir(parents=True, exist_ok=True)
+        meta = workdir / f"esc50_meta_{clips}.csv"
+        _write_esc50_meta(meta, clips)
+        make_dataset(meta, root, seconds=seconds, rate=44100)
+    configs = Path(__file__).resolve().parents[1] / "configs"
+    base = configs / f"esc50_{model_name.split('.')[0]}.yaml"
+    base = base if base.is_file() else configs / "esc50_efficientat_mn10.yaml"
+    workers = min(4, os.cpu_count() or 1) if num_workers is None else num_workers
+    cache_dir, run_dir = workdir / f"cache_{model_name}", workdir / f"run_{model_name}"
+    cfg = RunConfig.from_yaml(base, [
+        f"model.name={model_name}", "model.pretrained=false", f"data.root={root}", "data.folds=[1]",
+        f"data.clip_seconds={seconds}", f"data.num_workers={workers}", f"data.cache_dir={cache_dir}",
+        f"train.epochs={epochs}", f"train.batch_size={batch_size}", f"train.device={device}",
+    ]).validate()  # fmt: skip
+
+    rate = ak.create_model(model_name).sample_rate
+    start = time.perf_counter()
+    decode_clips(read_clips(cfg.data), rate, seconds, cache_dir, workers)
+    cache_seconds = time.perf_counter() - start
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    start = time.perf_counter()
+    summary = finetune(cfg, run_dir, progress=False)
+    wall = time.perf_counter() - start
+    records = [json.loads(line) for line in (run_dir / "fold1" / "metrics.jsonl").read_text().splitlines()]
+    split = summary["splits"]["fold1"]
+    global_batch = min(batch_size, split["train_clips"])
+    samples = (split["train_clips"] // global_batch) * global_batch * len(records)
+    train_seconds = sum(r["train_seconds"] for r in records)
+    data_wait = sum(r["data_wait_s"] for r in records)
+    epoch_keys = ("epoch", "train_seconds", "samples_per_s", "data_wait_s", "data_wait_fraction",
+                  "gpu_utilization_percent")  # fmt: skip
+    out = {
+        "config": base.name,
+        "clips": clips,
+        "clip_seconds": seconds,
+        "train_clips": split["train_clips"],
+        "val_clips": split["val_clips"],
+        "epochs": len(records),
+        "batch_size": batch_size,
+        "num_workers": workers,
+        "amp": cfg.train.amp if device.type == "cuda" else "none",
+        "sample_rate": rate,
+        "cache_build_seconds": round(cache_seconds, 3),
+        "train_seconds": round(train_seconds, 3),
+        "samples_per_s": round(samples / max(train_seconds, 1e-9), 2),
+        "data_wait_s": round(data_wait, 3),
+        "data_wait_fraction": round(data_wait / max(train_seconds, 1e-9), 4),
+        "wall_seconds": round(wall, 3),
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+        "per_epoch": [{k: r[k] for k in epoch_keys if k in r} for r in records],
+    }
+    utilization = [r["gpu_utilization_percent"] for r in records if "gpu_utilization_percent" in r]
+    if utilization:
+        out["gpu_utilization_percent"] = round(sum(utilization) / len(utilization), 1)
+    if device.type == "cuda":
+        out["peak_cuda_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+    shutil.rmtree(cache_dir, ignore_errors=True)  # 2,000 clips of 5 s are ~0.6 GB per model and rate
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=["efficientat_mn10", "efficientat_mn04", "panns_cnn14"])
@@ -178,6 +273,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
     parser.add_argument("--no-peers", action="store_true", help="skip the peer recipes")
     parser.add_argument("--output", default="benchmark.json")
+    parser.add_argument("--finetune", nargs="+", default=[], metavar="MODEL",
+                        help="also time one fine-tuning epoch of these models (default: none)")  # fmt: skip
+    parser.add_argument("--finetune-clips", type=int, default=2000, help="ESC-50-shaped synthetic clips")
+    parser.add_argument("--finetune-seconds", type=float, default=5.0, help="length of each clip")
+    parser.add_argument("--finetune-batch-size", type=int, default=32)
+    parser.add_argument("--finetune-workers", type=int,
+                        help="loader processes (default: 4 as the shipped configs, at most the CPU count)")  # fmt: skip
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -219,6 +321,15 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{name} peer: {entry['peer']['files_per_s']} files/s; audiokit/peer {entry['ratio_vs_peer']}x",
                       file=sys.stderr)  # fmt: skip
             report["results"][name] = entry
+        if args.finetune:
+            report["finetune"] = {}
+        for name in args.finetune:
+            row = bench_finetune(name, args.finetune_clips, args.finetune_seconds, 1, args.finetune_batch_size, device,
+                                 Path(tmp) / "finetune", args.finetune_workers)  # fmt: skip
+            report["finetune"][name] = row
+            print(f"{name} fine-tune: {row['samples_per_s']} samples/s, data wait {row['data_wait_s']} s "
+                  f"({100 * row['data_wait_fraction']:.1f} %), cache build {row['cache_build_seconds']} s",
+                  file=sys.stderr)  # fmt: skip
     Path(args.output).write_text(json.dumps(report, indent=2) + "\n")
     lines = ["| model | batch | workers | files/s (e2e) | first result s | peak RSS MB |", "|---|---|---|---|---|---|"]
     for name, entry in report["results"].items():
@@ -234,6 +345,16 @@ def main(argv: list[str] | None = None) -> int:
             lines.append(
                 f"| {name} (model only, {row['dtype']}) | {row['batch_size']} | - | {row['clips_per_s']} | - | - |"
             )
+    if report.get("finetune"):
+        lines += ["", "| fine-tune (1 epoch) | train clips x s | batch | workers | samples/s | data wait s | "
+                  "data wait % | cache build s | peak RSS MB | peak CUDA MB | GPU util % |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+        for name, row in report["finetune"].items():
+            lines.append(f"| {name} | {row['train_clips']} x {row['clip_seconds']:g} | {row['batch_size']} | "
+                         f"{row['num_workers']} | {row['samples_per_s']} | {row['data_wait_s']} | "
+                         f"{100 * row['data_wait_fraction']:.1f} | {row['cache_build_seconds']} | "
+                         f"{row['peak_rss_mb']} | {row.get('peak_cuda_mb', '-')} | "
+                         f"{row.get('gpu_utilization_percent', '-')} |")  # fmt: skip
     Path(args.output).with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0

@@ -28,3 +28,25 @@ def test_benchmark_writes_json_and_table(tmp_path):
     )
     table = out.with_suffix(".md").read_text()
     assert "efficientat_mn01 (peer: librosa.load + forward per file)" in table
+
+
+def test_benchmark_finetune_writes_throughput_and_data_wait(tmp_path):
+    out = tmp_path / "bench.json"
+    script = str(REPO / "scripts" / "benchmark.py")
+    tagging = "--models efficientat_mn01 --files 1 --batch-sizes 1 --workers 0 --model-only-repeats 1 --no-peers"
+    finetune = "--finetune bcresnet_1 --finetune-clips 16 --finetune-seconds 1 --finetune-batch-size 4"
+    cmd = [sys.executable, script, *tagging.split(), *finetune.split(), "--finetune-workers", "0", "--device", "cpu",
+           "--output", str(out)]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(out.read_text())
+    assert list(report["results"]) == ["efficientat_mn01"] and list(report["finetune"]) == ["bcresnet_1"]
+    row = report["finetune"]["bcresnet_1"]
+    assert row["clips"] == 16 and row["train_clips"] + row["val_clips"] == 16 and row["epochs"] == 1
+    assert row["samples_per_s"] > 0 and row["train_seconds"] > 0 and row["peak_rss_mb"] > 0
+    assert 0 <= row["data_wait_s"] <= row["train_seconds"] and 0 <= row["data_wait_fraction"] <= 1
+    assert row["cache_build_seconds"] > 0 and "peak_cuda_mb" not in row
+    assert [epoch["epoch"] for epoch in row["per_epoch"]] == [1]
+    table = out.with_suffix(".md").read_text()
+    assert "| efficientat_mn01 | 1 | 0 |" in table  # the tagging rows are still there
+    assert "| bcresnet_1 | 12 x 1 | 4 | 0 |" in table

@@ -139,6 +139,44 @@ def test_layer_decay_head_lr_and_freezing():
     assert {id(p) for p in trainable} == {id(p) for p in model.get_classifier().parameters()}
 
 
+# -- throughput and data wait ----------------------------------------------------------------------------------------
+class _SlowClips(ClipDataset):
+    """A loader that cannot keep up: every clip costs 0.1 s, several times the step of a tiny model on 4 clips."""
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        time.sleep(0.1)
+        return super().__getitem__(i)
+
+
+def _fit_bcresnet(tmp_path: Path, dataset: type[ClipDataset]) -> dict:
+    """One epoch of bcresnet_1 (9k parameters) on 12 one-second clips in batches of 4; the epoch's record."""
+    from audiokit.train import fit
+
+    clips = read_manifest(write_manifest(tmp_path, classes=2, per_class=8))
+    decoded = decode_clips(clips, 16000, 1.0, tmp_path / "cache")
+    rows = {g: [i for i, group in enumerate(clips.groups) if group == g] for g in ("train", "val")}
+    model = ak.create_model("bcresnet_1.speechcommands")
+    model.reset_classifier(2)
+    cfg = TrainConfig(epochs=1, batch_size=4, device="cpu")
+    result = fit(model, dataset(decoded, rows["train"]), ClipDataset(decoded, rows["val"]), cfg, tmp_path / "run",
+                 progress=False)  # fmt: skip
+    (record,) = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert record == result.history[0]
+    return record
+
+
+def test_epoch_record_has_data_wait_within_the_epoch(tmp_path):
+    record = _fit_bcresnet(tmp_path, ClipDataset)
+    assert record["samples_per_s"] > 0 and 0 <= record["data_wait_s"] <= record["train_seconds"]
+    assert 0 <= record["data_wait_fraction"] <= 1
+    assert "gpu_utilization_percent" not in record  # CUDA (with pynvml) only
+
+
+def test_slow_loader_shows_up_as_data_wait(tmp_path):
+    record = _fit_bcresnet(tmp_path, _SlowClips)
+    assert 0.5 < record["data_wait_fraction"] <= 1, record
+
+
 # -- it learns --------------------------------------------------------------------------------------------------------
 def test_fine_tuning_mn04_on_spoken_digits_beats_chance_by_far(tmp_path):
     """Real audio, unseen speaker: train on 5 FSDD speakers (8 takes of each digit), test on theo (10 takes).

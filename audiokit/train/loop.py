@@ -286,6 +286,25 @@ def _append_jsonl(path: Path, record: dict[str, Any]) -> None:
         os.fsync(f.fileno())
 
 
+def _gpu_utilization_reader(device: torch.device) -> Callable[[], float | None] | None:
+    """A reader of ``torch.cuda.utilization`` (percent busy over NVML's last sample period, 1/6 s to 1 s) when NVML
+    can be queried; None on CPU or without pynvml, which stays an optional extra rather than a dependency."""
+    if device.type != "cuda":
+        return None
+    try:
+        torch.cuda.utilization(device)
+    except Exception:  # pynvml not installed, no NVML library in the driver, or a device NVML cannot query
+        return None
+
+    def read() -> float | None:
+        try:
+            return float(torch.cuda.utilization(device))
+        except Exception:  # a transient NVML error costs one sample, not the run
+            return None
+
+    return read
+
+
 def fit(
     model: AudioClassifier,
     train_set: ClipDataset,
@@ -361,6 +380,7 @@ def fit(
         atomic_write(out_dir / "metrics.jsonl", metrics_lines.encode())
 
     augment = BatchAugment(cfg, model)
+    gpu_utilization = _gpu_utilization_reader(device)
     from ..layers import ActivationStats, ClassifierHead, grad_norms
 
     head = model.get_classifier()
@@ -405,6 +425,15 @@ def fit(
                 _freeze_norm_statistics(model)
             augment.active = True
             seen, loss_sum, started = 0, 0.0, time.perf_counter()
+            # Data wait: host time from the end of one step until the loader hands over the next batch (the first
+            # batch's wait includes the workers' start-up, which every epoch pays). It is host time on purpose, and
+            # needs no synchronisation of its own: whether loading is the bottleneck depends on how long the loop
+            # stands still for data. The step below already ends in a sync (``loss.item()``), so on CUDA the GPU has
+            # nothing queued during this wait and it is also GPU idle time; without that sync, kernels still running
+            # would overlap the wait, which would then overstate GPU idleness but never understate it.
+            data_wait, step_end = 0.0, started
+            utilization: list[float] = []
+            next_utilization = started + 1.0  # NVML samples over up to 1 s: reading more often adds nothing
             grad_sums: dict[str, float] = {}
             steps_run = 0
             if diagnostics is not None:
@@ -414,6 +443,7 @@ def fit(
             bar = tqdm(total=steps_per_epoch, initial=first_step, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step",
                        disable=not (progress and info.is_main), leave=False, file=sys.stderr)  # fmt: skip
             for step, (wave, target) in enumerate(loader, start=first_step):
+                data_wait += time.perf_counter() - step_end
                 wave = wave.to(device, non_blocking=True)
                 target = target.to(device, non_blocking=True)
                 wave, target = augment(wave, target)
@@ -444,6 +474,12 @@ def fit(
                 if cfg.checkpoint_every_steps and (step + 1) % cfg.checkpoint_every_steps == 0 and \
                         step + 1 < steps_per_epoch:  # fmt: skip
                     checkpoint(epoch, step + 1)
+                if gpu_utilization is not None and time.perf_counter() >= next_utilization:
+                    sample = gpu_utilization()
+                    if sample is not None:
+                        utilization.append(sample)
+                    next_utilization = time.perf_counter() + 1.0
+                step_end = time.perf_counter()
             bar.close()
             augment.active = False
             epoch_diagnostics = diagnostics.summary() if diagnostics is not None else {}
@@ -463,8 +499,13 @@ def fit(
                     "lr": optimizer.param_groups[0]["lr"],
                     "train_seconds": round(train_time, 3),
                     "samples_per_s": round(seen / max(train_time, 1e-9), 2),
+                    # under torchrun, rank 0's own wait (every process loads its own share of the batch)
+                    "data_wait_s": round(data_wait, 3),
+                    "data_wait_fraction": round(data_wait / max(train_time, 1e-9), 4),
                     **epoch_diagnostics,
                 }
+                if utilization:  # CUDA with pynvml only: mean of about one NVML reading per second of the epoch
+                    record["gpu_utilization_percent"] = round(sum(utilization) / len(utilization), 1)
                 result.history.append(record)
                 result.val_logits, result.val_targets = logits, targets
                 _append_jsonl(out_dir / "metrics.jsonl", record)
