@@ -22,6 +22,7 @@ peak CUDA memory from ``torch.cuda.max_memory_allocated``, reset per measurement
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import platform
 import resource
@@ -55,9 +56,10 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
 
 
-def bench_end_to_end(model, paths, batch_size: int, num_workers: int, device: str, precision: str) -> dict:
+def bench_end_to_end(model, paths, batch_size: int, num_workers: int, device: str, precision: str,
+                     **runner_options) -> dict:  # fmt: skip
     runner = InferenceRunner(model, mode="scores", batch_size=batch_size, num_workers=num_workers, device=device,
-                             precision=precision)  # fmt: skip
+                             precision=precision, **runner_options)  # fmt: skip
     if runner.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     files = expand_inputs(paths)
@@ -81,6 +83,8 @@ def bench_end_to_end(model, paths, batch_size: int, num_workers: int, device: st
         "batch_size": batch_size,
         "num_workers": num_workers,
         "precision": precision,
+        "channels_last": runner.channels_last,
+        **runner_options,
         "peak_rss_mb": round(peak_rss_mb(), 1),
     }
     if runner.device.type == "cuda":
@@ -261,12 +265,65 @@ def bench_finetune(model_name: str, clips: int, seconds: float, epochs: int, bat
     return out
 
 
+def write_long_file(path: Path, minutes: float, rate: int = 44100) -> Path:
+    """A stereo 16-bit WAV of ``minutes`` of noise, written a minute at a time (never whole in memory)."""
+    rng = np.random.default_rng(1)
+    with sf.SoundFile(path, "w", samplerate=rate, channels=2, subtype="PCM_16") as out:
+        remaining = round(minutes * 60 * rate)
+        while remaining:
+            n = min(remaining, 60 * rate)
+            out.write((0.1 * rng.standard_normal((n, 2))).astype(np.float32))
+            remaining -= n
+    return path
+
+
+def _long_file_child(spec: str) -> int:
+    """Run in a fresh process so that its peak RSS belongs to this one file (ru_maxrss is a high-water mark)."""
+    job = json.loads(spec)
+    model = ak.create_model(job["model"]).eval()
+    runner = InferenceRunner(model, mode="scores", batch_size=job["batch_size"], num_workers=0, device=job["device"])
+    start = time.perf_counter()
+    (result,) = runner.run([job["path"]])
+    elapsed = time.perf_counter() - start
+    assert result.ok, result.error
+    out = {"audio_seconds": round(result.duration, 1), "windows": max(1, len(result.segments)),
+           "seconds": round(elapsed, 2), "peak_rss_mb": round(peak_rss_mb(), 1)}  # fmt: skip
+    if runner.device.type == "cuda":
+        out["peak_cuda_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    print(json.dumps(out))
+    return 0
+
+
+def bench_long_file(model_name: str, minutes: float, batch_size: int, device: str, workdir: Path) -> dict:
+    """Tag a 10 s file and a ``minutes``-long one (default windows), each in its own process: wall time and peak RSS.
+
+    The long file is streamed (decoded block by block), so its peak memory should stay close to the short file's.
+    """
+    import subprocess
+
+    rows = {}
+    for label, length in (("10 s", 10 / 60), (f"{minutes:g} min", minutes)):
+        path = write_long_file(workdir / f"long_{length:.4f}.wav", length)
+        spec = json.dumps({"model": model_name, "path": str(path), "batch_size": batch_size, "device": device})
+        done = subprocess.run([sys.executable, __file__, "--long-file-child", spec], capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"long-file run failed:\n{done.stderr}")
+        rows[label] = json.loads(done.stdout.strip().splitlines()[-1])
+        path.unlink()
+    short, long = rows.values()
+    return {"model": model_name, "batch_size": batch_size, "runs": rows,
+            "rss_ratio_long_vs_10s": round(long["peak_rss_mb"] / short["peak_rss_mb"], 2),
+            "audio_seconds_per_s": round(long["audio_seconds"] / long["seconds"], 1)}  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", nargs="+", default=["efficientat_mn10", "efficientat_mn04", "panns_cnn14"])
-    parser.add_argument("--files", type=int, default=32, help="generated 10 s files")
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[8])
-    parser.add_argument("--workers", type=int, nargs="+", default=[0, 2])
+    parser.add_argument(
+        "--models", nargs="+", default=["efficientat_mn10", "efficientat_mn04", "panns_cnn14", "ast_base"]
+    )
+    parser.add_argument("--files", type=int, default=16, help="generated 10 s files")
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--workers", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--device", default="auto")
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
     parser.add_argument("--model-only-repeats", type=int, default=3)
@@ -280,7 +337,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--finetune-batch-size", type=int, default=32)
     parser.add_argument("--finetune-workers", type=int,
                         help="loader processes (default: 4 as the shipped configs, at most the CPU count)")  # fmt: skip
+    parser.add_argument("--compile", action="store_true", help="torch.compile in the end-to-end runs")
+    parser.add_argument("--preprocess-on", default="host", choices=["host", "device"],
+                        help="where the end-to-end runs convert, downmix and resample")  # fmt: skip
+    parser.add_argument("--long-file-minutes", type=float, default=60.0,
+                        help="also tag a file this long with the first model, own process (0: skip)")  # fmt: skip
+    parser.add_argument("--long-file-child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.long_file_child:
+        return _long_file_child(args.long_file_child)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
@@ -298,10 +363,13 @@ def main(argv: list[str] | None = None) -> int:
         paths = make_files(Path(tmp), args.files)
         for name in args.models:
             model = ak.create_model(name).eval()
+            # The peers run the model as built: fp32, default memory layout (the runner converts its model in place).
+            peer_model = copy.deepcopy(model)
             entry: dict = {"params": sum(p.numel() for p in model.parameters()), "end_to_end": [], "model_only": []}
             for batch_size in args.batch_sizes:
                 for workers in args.workers:
-                    row = bench_end_to_end(model, paths, batch_size, workers, str(device), args.precision)
+                    row = bench_end_to_end(model, paths, batch_size, workers, str(device), args.precision,
+                                           compile=args.compile, preprocess_on=args.preprocess_on)  # fmt: skip
                     entry["end_to_end"].append(row)
                     print(
                         f"{name} e2e bs={batch_size} workers={workers}: {row['files_per_s']} files/s", file=sys.stderr
@@ -315,12 +383,16 @@ def main(argv: list[str] | None = None) -> int:
                 if name.startswith("ast_"):
                     entry["peer"] = bench_peer_transformers_ast(paths, device, Path(tmp))
                 else:
-                    entry["peer"] = bench_peer_librosa(model, paths, device)
+                    entry["peer"] = bench_peer_librosa(peer_model, paths, device)
                 best = max(row["files_per_s"] for row in entry["end_to_end"])
                 entry["ratio_vs_peer"] = round(best / entry["peer"]["files_per_s"], 2)
                 print(f"{name} peer: {entry['peer']['files_per_s']} files/s; audiokit/peer {entry['ratio_vs_peer']}x",
                       file=sys.stderr)  # fmt: skip
             report["results"][name] = entry
+        if args.long_file_minutes > 0 and args.models:
+            row = bench_long_file(args.models[0], args.long_file_minutes, max(args.batch_sizes), str(device), Path(tmp))
+            report["long_file"] = row
+            print(f"long file: {row}", file=sys.stderr)
         if args.finetune:
             report["finetune"] = {}
         for name in args.finetune:
@@ -345,6 +417,14 @@ def main(argv: list[str] | None = None) -> int:
             lines.append(
                 f"| {name} (model only, {row['dtype']}) | {row['batch_size']} | - | {row['clips_per_s']} | - | - |"
             )
+    if report.get("long_file"):
+        row = report["long_file"]
+        lines += ["", f"| long file ({row['model']}, batch {row['batch_size']}) | audio s | windows | wall s | "
+                  "peak RSS MB |", "|---|---|---|---|---|"]  # fmt: skip
+        for label, run in row["runs"].items():
+            lines.append(f"| {label} | {run['audio_seconds']} | {run['windows']} | {run['seconds']} | "
+                         f"{run['peak_rss_mb']} |")  # fmt: skip
+        lines.append(f"| peak RSS ratio (long / 10 s) | | | | {row['rss_ratio_long_vs_10s']} |")
     if report.get("finetune"):
         lines += ["", "| fine-tune (1 epoch) | train clips x s | batch | workers | samples/s | data wait s | "
                   "data wait % | cache build s | peak RSS MB | peak CUDA MB | GPU util % |",

@@ -14,6 +14,7 @@ def test_benchmark_writes_json_and_table(tmp_path):
     out = tmp_path / "bench.json"
     script = str(REPO / "scripts" / "benchmark.py")
     options = "--models efficientat_mn01 --files 2 --batch-sizes 2 --workers 0 --model-only-repeats 1 --device cpu"
+    options += " --long-file-minutes 0.5"
     cmd = [sys.executable, script, *options.split(), "--output", str(out)]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
@@ -26,14 +27,22 @@ def test_benchmark_writes_json_and_table(tmp_path):
     assert entry["peer"]["files"] == 2 and entry["ratio_vs_peer"] == round(
         e2e["files_per_s"] / entry["peer"]["files_per_s"], 2
     )
+    long = report["long_file"]
+    assert long["model"] == "efficientat_mn01" and list(long["runs"]) == ["10 s", "0.5 min"]
+    assert long["runs"]["0.5 min"]["audio_seconds"] == 30.0 and long["runs"]["0.5 min"]["windows"] == 1
+    assert long["rss_ratio_long_vs_10s"] == round(
+        long["runs"]["0.5 min"]["peak_rss_mb"] / long["runs"]["10 s"]["peak_rss_mb"], 2
+    )
     table = out.with_suffix(".md").read_text()
     assert "efficientat_mn01 (peer: librosa.load + forward per file)" in table
+    assert "| peak RSS ratio (long / 10 s) |" in table
 
 
 def test_benchmark_finetune_writes_throughput_and_data_wait(tmp_path):
     out = tmp_path / "bench.json"
     script = str(REPO / "scripts" / "benchmark.py")
     tagging = "--models efficientat_mn01 --files 1 --batch-sizes 1 --workers 0 --model-only-repeats 1 --no-peers"
+    tagging += " --long-file-minutes 0"
     finetune = "--finetune bcresnet_1 --finetune-clips 16 --finetune-seconds 1 --finetune-batch-size 4"
     cmd = [sys.executable, script, *tagging.split(), *finetune.split(), "--finetune-workers", "0", "--device", "cpu",
            "--output", str(out)]  # fmt: skip
