@@ -201,6 +201,32 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     return device
 
 
+class _BatchOutput:
+    """A batch's outputs on their way to the host. On CUDA the copy is asynchronous (pinned buffer + event), so the
+    main process can prepare the next batch while the GPU still computes this one; ``array()`` waits for it."""
+
+    def __init__(self, out: torch.Tensor):
+        self._event = None
+        self._array: np.ndarray | None = None
+        if out.device.type == "cuda":
+            self._host = torch.empty(out.shape, dtype=torch.float32, pin_memory=True)
+            self._host.copy_(out, non_blocking=True)
+            self._event = torch.cuda.Event()
+            self._event.record()
+        else:
+            self._host = out.float()
+
+    def ready(self) -> bool:
+        return self._event is None or self._event.query()
+
+    def array(self) -> np.ndarray:
+        if self._array is None:
+            if self._event is not None:
+                self._event.synchronize()
+            self._array = self._host.numpy()
+        return self._array
+
+
 _PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -288,7 +314,7 @@ class InferenceRunner:
             return self.model.embed_frames(batch, layer=self.layer)
         return self.model.embed(batch) if self.layer is None else self.model.embed(batch, layer=self.layer)
 
-    def _forward(self, batch: torch.Tensor) -> np.ndarray:
+    def _forward(self, batch: torch.Tensor) -> _BatchOutput:
         batch = batch.to(self.device, non_blocking=True)
         autocast = (
             torch.autocast(self.device.type, dtype=self.autocast_dtype)
@@ -306,7 +332,7 @@ class InferenceRunner:
                 _logger.warning("torch.compile failed (%s: %s); running eagerly", type(err).__name__, err)
                 self._compute, self._compiled = self._compute_eager, False
                 out = self._compute(batch)
-        return out.float().cpu().numpy()
+        return _BatchOutput(out)
 
     def _window_plan(self, n: int, result: FileResult, streamed: bool = False) -> tuple[int, int] | None:
         """``(window, hop)`` in samples for a signal of ``n`` samples, or None to run it whole."""
@@ -355,7 +381,7 @@ class InferenceRunner:
         )
         progress = _progress_bar(len(paths), enabled=self.progress)
         results: dict[int, FileResult] = {}
-        pending: dict[int, list[np.ndarray | None]] = {}  # file index -> outputs per window
+        pending: dict[int, list[tuple[_BatchOutput, int] | None]] = {}  # file -> (batch output, row) per window
         spans: dict[int, list[tuple[int, int]]] = {}
         peaks: dict[int, torch.Tensor] = {}
         queues: dict[int, list[tuple[int, int, torch.Tensor]]] = {}  # window length -> (file, window#, samples)
@@ -371,8 +397,8 @@ class InferenceRunner:
                     outputs = self._forward(torch.stack(windows, out=batch))
                 else:
                     outputs = self._forward(torch.stack(windows))
-                for (file_index, window_index, _), out in zip(chunk, outputs):
-                    pending[file_index][window_index] = out
+                for row, (file_index, window_index, _) in enumerate(chunk):
+                    pending[file_index][window_index] = (outputs, row)
 
         def enqueue(file_index: int, start: int, end: int, samples: torch.Tensor) -> None:
             spans[file_index].append((start, end))
@@ -386,7 +412,7 @@ class InferenceRunner:
             result = results[file_index]
             if file_index in peaks and float(peaks.pop(file_index)) == 0.0:
                 result.warnings.append("the audio is digital silence")
-            outs = pending.pop(file_index)
+            outs = [batch.array()[row] for batch, row in pending.pop(file_index)]  # type: ignore[misc]
             segments = [
                 Segment(s / self.sample_rate, e / self.sample_rate, out)
                 for (s, e), out in zip(spans.pop(file_index), outs)
@@ -431,7 +457,8 @@ class InferenceRunner:
             # Emit every leading file whose windows are all computed.
             while next_to_yield in results:
                 idx = next_to_yield
-                if idx in pending and any(out is None for out in pending[idx]):
+                # Not yet computed, or still on its way from the GPU (waiting here would idle it).
+                if idx in pending and any(out is None or not out[0].ready() for out in pending[idx]):
                     break
                 if idx in pending:
                     finish(idx)
