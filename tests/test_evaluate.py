@@ -11,7 +11,7 @@ import yaml
 
 import audiokit as ak
 from audiokit.cli import main
-from tests.conftest import base_config, write_manifest
+from tests.conftest import base_config, informative_model, write_manifest
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -26,8 +26,10 @@ def _png_ok(path):
 
 @pytest.fixture
 def saved_model(tmp_path):
-    model = ak.create_model("efficientat_mn01.audioset", num_classes=3,
-                            label_names=["class0", "class1", "class2"]).eval()  # fmt: skip
+    # Informative weights: as created, mn01 gives every clip the probabilities (1/3, 1/3, 1/3).
+    model = informative_model("efficientat_mn01.audioset", seed=1)
+    model.reset_classifier(3, ["class0", "class1", "class2"])
+    model.eval()
     model.pretrained_cfg = model.pretrained_cfg.replace(task="multiclass")
     model.output_activation = "softmax"
     model.save_pretrained(tmp_path / "model")
@@ -35,7 +37,7 @@ def saved_model(tmp_path):
 
 
 def test_evaluate_multiclass_report(tmp_path, saved_model, capsys):
-    manifest = write_manifest(tmp_path, classes=3, per_class=8, seconds=1.0)
+    manifest = write_manifest(tmp_path, classes=3, per_class=8, seconds=1.0, rate=32000)
     config = tmp_path / "c.yaml"
     config.write_text(yaml.safe_dump(base_config(tmp_path, manifest)))
     report = tmp_path / "report"

@@ -12,6 +12,7 @@ import torch
 
 import audiokit as ak
 from audiokit import _hub, _registry
+from tests.conftest import informative_model
 
 NAME = "efficientat_mn01.audioset"
 
@@ -29,9 +30,12 @@ class _QuietHandler(SimpleHTTPRequestHandler):
 
 @pytest.fixture
 def served_checkpoint(tmp_path, monkeypatch):
-    """A random mn01 state dict in the upstream layout, served on 127.0.0.1, registered as the weights' URL."""
-    torch.manual_seed(7)
-    reference = ak.create_model(NAME).eval()
+    """A random mn01 state dict in the upstream layout, served on 127.0.0.1, registered as the weights' URL.
+
+    Informative weights: a fresh mn01 outputs ~1e-9 and carries default BatchNorm statistics (those of any fresh
+    model), so a download that lost them would still compare equal.
+    """
+    reference = informative_model(NAME, seed=7)
     root = tmp_path / "www"
     root.mkdir()
     path = root / "mn01_as_mAP_298.pt"
