@@ -7,7 +7,6 @@ import csv
 import io
 import json
 import logging
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -281,7 +280,11 @@ def _add_inference_args(p: argparse.ArgumentParser, default_model: str) -> None:
     p.add_argument("--window", type=_positive_float, help="window length in seconds (per-window results)")
     p.add_argument("--hop", type=_positive_float, help="hop between windows in seconds (default: the window)")
     p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--num-workers", type=int, default=min(4, os.cpu_count() or 1), help="decoding worker processes")
+    p.add_argument(
+        "--num-workers",
+        type=int,
+        help="decoding worker processes (default: on a GPU one per core, at most 8; on a CPU 0 up to 4 cores, else 2)",
+    )
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"], help="autocast on CUDA")
     p.add_argument(

@@ -14,6 +14,7 @@ import pytest
 import soundfile as sf
 import torch
 
+from audiokit import inference
 from audiokit.inference import InferenceRunner, _stream_windows, window_starts
 from tests.conftest import informative_model
 
@@ -131,6 +132,22 @@ def test_compile_failure_falls_back_to_eager(model, tmp_path, monkeypatch, caplo
 def test_invalid_stream_seconds_is_refused(model):
     with pytest.raises(ValueError, match="stream_seconds"):
         InferenceRunner(model, mode="scores", device="cpu", stream_seconds=0)
+
+
+@pytest.mark.parametrize(
+    ("cores", "device", "workers"), [(2, "cpu", 0), (4, "cpu", 0), (16, "cpu", 2), (2, "cuda", 1), (16, "cuda", 8)]
+)
+def test_default_workers_follow_the_cores_and_the_device(monkeypatch, cores, device, workers):
+    monkeypatch.setattr(inference, "usable_cores", lambda: cores)
+    assert inference.default_num_workers(torch.device(device)) == workers
+
+
+def test_runner_resolves_default_workers_and_refuses_negative_ones(model, monkeypatch):
+    monkeypatch.setattr(inference, "usable_cores", lambda: 16)
+    assert InferenceRunner(model, mode="scores", device="cpu").num_workers == 2
+    assert InferenceRunner(model, mode="scores", device="cpu", num_workers=1).num_workers == 1
+    with pytest.raises(ValueError, match="num_workers"):
+        InferenceRunner(model, mode="scores", device="cpu", num_workers=-1)
 
 
 def _files_at_rates(tmp_path):
