@@ -13,6 +13,10 @@ Two measurements per model, on random weights (speed does not depend on the weig
   ``pipeline("audio-classification")`` with an AST saved locally (random weights); without ffmpeg on the machine the
   pipeline is given soundfile-decoded arrays with their sampling rate and resamples them itself.
 
+Every measurement is repeated in ``--rounds`` interleaved rounds (audiokit, model-only and peer once each per round)
+and the median is reported, with each round's value in the JSON: a shared machine's speed drifts by tens of percent
+within minutes, which one-after-the-other runs would mistake for a difference between the pipelines.
+
 Peak RSS comes from ``resource.getrusage`` (the process high-water mark, so later measurements include earlier ones);
 peak CUDA memory from ``torch.cuda.max_memory_allocated``, reset per measurement.
 
@@ -36,7 +40,7 @@ import soundfile as sf
 import torch
 
 import audiokit as ak
-from audiokit.inference import InferenceRunner, expand_inputs
+from audiokit.inference import InferenceRunner, default_num_workers, expand_inputs
 
 
 def make_files(directory: Path, count: int, seconds: float = 10.0, rate: int = 44100) -> list[Path]:
@@ -159,14 +163,18 @@ def bench_peer_librosa(model, paths, device: torch.device) -> dict:
     return {"recipe": "librosa.load + forward per file", **_timed(run(), len(paths))}
 
 
-def bench_peer_transformers_ast(paths, device: torch.device, workdir: Path) -> dict:
-    """transformers ``pipeline("audio-classification")`` with a locally saved AST (random weights)."""
+def transformers_ast_pipeline(device: torch.device, workdir: Path):
+    """transformers ``pipeline("audio-classification")`` over an AST saved locally (random weights)."""
     from transformers import ASTConfig, ASTFeatureExtractor, ASTForAudioClassification, pipeline
 
     local = workdir / "hf_ast"
     ASTForAudioClassification(ASTConfig(num_labels=527)).save_pretrained(local)
     ASTFeatureExtractor().save_pretrained(local)
-    classifier = pipeline("audio-classification", model=str(local), device=0 if device.type == "cuda" else -1)
+    return pipeline("audio-classification", model=str(local), device=0 if device.type == "cuda" else -1)
+
+
+def bench_peer_transformers_ast(classifier, paths) -> dict:
+    """The pipeline's user recipe: one call per file."""
 
     def run():
         for path in paths:
@@ -328,17 +336,83 @@ def bench_long_file(model_name: str, minutes: float, batch_size: int, device: st
             "audio_seconds_per_s": round(long["audio_seconds"] / long["seconds"], 1)}  # fmt: skip
 
 
+def _median_run(runs: list[dict], key: str) -> dict:
+    """The run with the median ``key`` (the lower middle one for an even count), with every run's value beside it."""
+    ordered = sorted(runs, key=lambda run: run[key])
+    return {**ordered[(len(ordered) - 1) // 2], f"{key}_runs": [run[key] for run in runs]}
+
+
+def bench_model_rounds(name: str, paths: list[Path], device: torch.device, args, workdir: Path) -> dict:
+    """Every measurement of one model, repeated in ``args.rounds`` interleaved rounds.
+
+    A shared or throttled machine drifts by tens of percent within minutes, so one after the other the audiokit and
+    peer figures would compare different machines. Each round measures every configuration once; the reported row is
+    the median round, and the audiokit/peer ratio is the median of the ratios taken within each round.
+    """
+    model = ak.create_model(name).eval()
+    # The peers run the model as built: fp32, default memory layout (the runner converts its model in place).
+    peer_model = copy.deepcopy(model)
+    peer_pipeline = None
+    if not args.no_peers and name.startswith("ast_"):
+        peer_pipeline = transformers_ast_pipeline(device, workdir)
+    configs = [(batch_size, workers) for batch_size in args.batch_sizes for workers in args.workers]
+    dtypes = [None] + ([torch.bfloat16] if device.type == "cuda" else [])
+    end_to_end: dict = {config: [] for config in configs}
+    model_only: dict = {(batch_size, dtype): [] for batch_size in args.batch_sizes for dtype in dtypes}
+    peers, ratios = [], []
+    for round_index in range(args.rounds):
+        for batch_size, workers in configs:
+            row = bench_end_to_end(model, paths, batch_size, workers, str(device), args.precision,
+                                   compile=args.compile, preprocess_on=args.preprocess_on)  # fmt: skip
+            end_to_end[batch_size, workers].append(row)
+            print(f"[{round_index + 1}/{args.rounds}] {name} e2e bs={batch_size} workers={row['num_workers']}: "
+                  f"{row['files_per_s']} files/s", file=sys.stderr)  # fmt: skip
+        for batch_size, dtype in model_only:
+            # as many clips as the end-to-end run tags, unless told otherwise
+            repeats = args.model_only_repeats or -(-len(paths) // batch_size)
+            row = bench_model_only(model, batch_size, device, 10.0, repeats, dtype)
+            model_only[batch_size, dtype].append(row)
+            print(f"[{round_index + 1}/{args.rounds}] {name} model-only bs={batch_size} {row['dtype']}: "
+                  f"{row['clips_per_s']} clips/s", file=sys.stderr)  # fmt: skip
+        if args.no_peers:
+            continue
+        if peer_pipeline is not None:
+            peers.append(bench_peer_transformers_ast(peer_pipeline, paths))
+        else:
+            peers.append(bench_peer_librosa(peer_model, paths, device))
+        best = max(runs[-1]["files_per_s"] for runs in end_to_end.values())
+        ratios.append(best / peers[-1]["files_per_s"])
+        print(f"[{round_index + 1}/{args.rounds}] {name} peer: {peers[-1]['files_per_s']} files/s; "
+              f"audiokit/peer {ratios[-1]:.2f}x", file=sys.stderr)  # fmt: skip
+    entry: dict = {
+        "params": sum(p.numel() for p in model.parameters()),
+        "rounds": args.rounds,
+        "end_to_end": [_median_run(runs, "files_per_s") for runs in end_to_end.values()],
+        "model_only": [_median_run(runs, "clips_per_s") for runs in model_only.values()],
+    }
+    if peers:
+        entry["peer"] = _median_run(peers, "files_per_s")
+        entry["ratio_vs_peer_runs"] = [round(ratio, 2) for ratio in ratios]
+        entry["ratio_vs_peer"] = round(float(np.median(ratios)), 2)
+    return entry
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
         "--models", nargs="+", default=["efficientat_mn10", "efficientat_mn04", "panns_cnn14", "ast_base"]
     )
-    parser.add_argument("--files", type=int, default=16, help="generated 10 s files")
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8])
-    parser.add_argument("--workers", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--files", type=int, help="generated 10 s files (default: 8 on CPU, 512 on CUDA)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="interleaved repetitions of every measurement; the median is reported")  # fmt: skip
+    parser.add_argument("--batch-sizes", type=int, nargs="+", help="default: 1 and 8 on CPU, 16 and 64 on CUDA")
+    parser.add_argument("--workers", type=int, nargs="+",
+                        help="decoding processes (default: the runner's choice for the device and cores)")  # fmt: skip
     parser.add_argument("--device", default="auto")
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
-    parser.add_argument("--model-only-repeats", type=int, default=3)
+    parser.add_argument(
+        "--model-only-repeats", type=int, help="forward passes per model-only run (default: as many clips as files)"
+    )
     parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
     parser.add_argument("--no-peers", action="store_true", help="skip the peer recipes")
     parser.add_argument("--output", default="benchmark.json")
@@ -362,6 +436,12 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           ("cpu" if args.device == "auto" else args.device))  # fmt: skip
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
+    if args.batch_sizes is None:
+        args.batch_sizes = [16, 64] if device.type == "cuda" else [1, 8]
+    if args.workers is None:
+        args.workers = [default_num_workers(device)]
     report = {
         "audiokit": ak.__version__,
         "torch": torch.__version__,
@@ -371,36 +451,11 @@ def main(argv: list[str] | None = None) -> int:
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "results": {},
     }
+    files = args.files or (512 if device.type == "cuda" else 8)
     with tempfile.TemporaryDirectory() as tmp:
-        paths = make_files(Path(tmp), args.files)
+        paths = make_files(Path(tmp), files)
         for name in args.models:
-            model = ak.create_model(name).eval()
-            # The peers run the model as built: fp32, default memory layout (the runner converts its model in place).
-            peer_model = copy.deepcopy(model)
-            entry: dict = {"params": sum(p.numel() for p in model.parameters()), "end_to_end": [], "model_only": []}
-            for batch_size in args.batch_sizes:
-                for workers in args.workers:
-                    row = bench_end_to_end(model, paths, batch_size, workers, str(device), args.precision,
-                                           compile=args.compile, preprocess_on=args.preprocess_on)  # fmt: skip
-                    entry["end_to_end"].append(row)
-                    print(
-                        f"{name} e2e bs={batch_size} workers={workers}: {row['files_per_s']} files/s", file=sys.stderr
-                    )
-                dtypes = [None] + ([torch.bfloat16] if device.type == "cuda" else [])
-                for dtype in dtypes:
-                    row = bench_model_only(model, batch_size, device, 10.0, args.model_only_repeats, dtype)
-                    entry["model_only"].append(row)
-                    print(f"{name} model-only bs={batch_size}: {row['clips_per_s']} clips/s", file=sys.stderr)
-            if not args.no_peers:
-                if name.startswith("ast_"):
-                    entry["peer"] = bench_peer_transformers_ast(paths, device, Path(tmp))
-                else:
-                    entry["peer"] = bench_peer_librosa(peer_model, paths, device)
-                best = max(row["files_per_s"] for row in entry["end_to_end"])
-                entry["ratio_vs_peer"] = round(best / entry["peer"]["files_per_s"], 2)
-                print(f"{name} peer: {entry['peer']['files_per_s']} files/s; audiokit/peer {entry['ratio_vs_peer']}x",
-                      file=sys.stderr)  # fmt: skip
-            report["results"][name] = entry
+            report["results"][name] = bench_model_rounds(name, paths, device, args, Path(tmp))
         if args.long_file_minutes > 0 and args.models:
             row = bench_long_file(args.models[0], args.long_file_minutes, max(args.batch_sizes), str(device), Path(tmp))
             report["long_file"] = row
@@ -415,12 +470,15 @@ def main(argv: list[str] | None = None) -> int:
                   f"({100 * row['data_wait_fraction']:.1f} %), cache build {row['cache_build_seconds']} s",
                   file=sys.stderr)  # fmt: skip
     Path(args.output).write_text(json.dumps(report, indent=2) + "\n")
-    lines = ["| model | batch | workers | files/s (e2e) | first result s | peak RSS MB |", "|---|---|---|---|---|---|"]
+    lines = [f"| model | batch | workers | files/s (median of {args.rounds}) | first result s | peak RSS MB |",
+             "|---|---|---|---|---|---|"]  # fmt: skip
     for name, entry in report["results"].items():
         if "peer" in entry:
             peer = entry["peer"]
             lines.append(f"| {name} (peer: {peer['recipe']}) | 1 | - | {peer['files_per_s']} | "
                          f"{peer['seconds_to_first_result']} | {peer['peak_rss_mb']} |")  # fmt: skip
+            lines.append(f"| {name}: audiokit / peer (median of the rounds' ratios) | | | {entry['ratio_vs_peer']}x "
+                         "| | |")  # fmt: skip
     for name, entry in report["results"].items():
         for row in entry["end_to_end"]:
             lines.append(f"| {name} | {row['batch_size']} | {row['num_workers']} | {row['files_per_s']} | "
