@@ -27,6 +27,11 @@ def _marks(name: str):
 
 
 SWEEP = [pytest.param(name, marks=_marks(name), id=name) for name in ALL_MODELS]
+# AST's stride variants are the ast_base module with another patch grid, which test_contract (parameter count, forward)
+# and test_ast (16x16 parity with an independent forward) cover; training and saving them again repeats ast_base's
+# code path at ~20 s each on 2 CPU cores.
+AST_STRIDE_VARIANTS = ("ast_base_12x12", "ast_base_14x14", "ast_base_16x16")
+HEAD_SWEEP = [param for param in SWEEP if param.values[0].split(".")[0] not in AST_STRIDE_VARIANTS]
 
 
 def _random_model(name: str) -> torch.nn.Module:
@@ -96,7 +101,7 @@ def test_contract(name, tmp_path):
         torch.testing.assert_close(model(short_wave), short_embedding, atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("name", SWEEP)
+@pytest.mark.parametrize("name", HEAD_SWEEP)
 def test_new_head_trains_and_round_trips(name, tmp_path):
     model = ak.create_model(name, num_classes=3, label_names=["a", "b", "c"])
     assert model.label_names == ("a", "b", "c") and model.get_classifier().out_features == 3
