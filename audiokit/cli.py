@@ -86,6 +86,7 @@ def _runner_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         "precision": args.precision,
         "compile": args.compile,
         "preprocess_on": args.preprocess_on,
+        "cpu_streams": args.cpu_streams,
         "progress": not args.quiet and sys.stderr.isatty(),
     }
 
@@ -286,6 +287,12 @@ def _add_inference_args(p: argparse.ArgumentParser, default_model: str) -> None:
         help="decoding worker processes (default: on a GPU one per core, at most 8; on a CPU 0 up to 4 cores, else 2)",
     )
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument(
+        "--cpu-streams",
+        type=int,
+        help="on a CPU, batches computed side by side, each by its own thread with a share of the cores (default: "
+        "one per core the decoding workers leave, at most 4)",
+    )
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"], help="autocast on CUDA")
     p.add_argument(
         "--compile",

@@ -100,6 +100,7 @@ def bench_end_to_end(model, paths, batch_size: int, num_workers: int, device: st
         "num_workers": num_workers,
         "precision": precision,
         "channels_last": runner.channels_last,
+        "cpu_streams": runner.cpu_streams,
         **runner_options,
         "peak_rss_mb": round(peak_rss_mb(), 1),
     }
@@ -355,18 +356,20 @@ def bench_model_rounds(name: str, paths: list[Path], device: torch.device, args,
     peer_pipeline = None
     if not args.no_peers and name.startswith("ast_"):
         peer_pipeline = transformers_ast_pipeline(device, workdir)
-    configs = [(batch_size, workers) for batch_size in args.batch_sizes for workers in args.workers]
+    configs = [(batch_size, workers, streams) for batch_size in args.batch_sizes for workers in args.workers
+               for streams in args.cpu_streams]  # fmt: skip
     dtypes = [None] + ([torch.bfloat16] if device.type == "cuda" else [])
     end_to_end: dict = {config: [] for config in configs}
     model_only: dict = {(batch_size, dtype): [] for batch_size in args.batch_sizes for dtype in dtypes}
     peers, ratios = [], []
     for round_index in range(args.rounds):
-        for batch_size, workers in configs:
+        for batch_size, workers, streams in configs:
             row = bench_end_to_end(model, paths, batch_size, workers, str(device), args.precision,
-                                   compile=args.compile, preprocess_on=args.preprocess_on)  # fmt: skip
-            end_to_end[batch_size, workers].append(row)
-            print(f"[{round_index + 1}/{args.rounds}] {name} e2e bs={batch_size} workers={row['num_workers']}: "
-                  f"{row['files_per_s']} files/s", file=sys.stderr)  # fmt: skip
+                                   compile=args.compile, preprocess_on=args.preprocess_on,
+                                   cpu_streams=streams)  # fmt: skip
+            end_to_end[batch_size, workers, streams].append(row)
+            print(f"[{round_index + 1}/{args.rounds}] {name} e2e bs={batch_size} workers={row['num_workers']} "
+                  f"streams={row['cpu_streams']}: {row['files_per_s']} files/s", file=sys.stderr)  # fmt: skip
         for batch_size, dtype in model_only:
             # as many clips as the end-to-end run tags, unless told otherwise
             repeats = args.model_only_repeats or -(-len(paths) // batch_size)
@@ -409,6 +412,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, nargs="+",
                         help="decoding processes (default: the runner's choice for the device and cores)")  # fmt: skip
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--cpu-streams", type=int, nargs="+", default=[None],
+                        help="CPU batches computed side by side (default: the runner's choice)")  # fmt: skip
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
     parser.add_argument(
         "--model-only-repeats", type=int, help="forward passes per model-only run (default: as many clips as files)"
@@ -470,22 +475,23 @@ def main(argv: list[str] | None = None) -> int:
                   f"({100 * row['data_wait_fraction']:.1f} %), cache build {row['cache_build_seconds']} s",
                   file=sys.stderr)  # fmt: skip
     Path(args.output).write_text(json.dumps(report, indent=2) + "\n")
-    lines = [f"| model | batch | workers | files/s (median of {args.rounds}) | first result s | peak RSS MB |",
-             "|---|---|---|---|---|---|"]  # fmt: skip
+    lines = [f"| model | batch | workers | CPU streams | files/s (median of {args.rounds}) | first result s | "
+             "peak RSS MB |", "|---|---|---|---|---|---|---|"]  # fmt: skip
     for name, entry in report["results"].items():
         if "peer" in entry:
             peer = entry["peer"]
-            lines.append(f"| {name} (peer: {peer['recipe']}) | 1 | - | {peer['files_per_s']} | "
+            lines.append(f"| {name} (peer: {peer['recipe']}) | 1 | - | - | {peer['files_per_s']} | "
                          f"{peer['seconds_to_first_result']} | {peer['peak_rss_mb']} |")  # fmt: skip
-            lines.append(f"| {name}: audiokit / peer (median of the rounds' ratios) | | | {entry['ratio_vs_peer']}x "
-                         "| | |")  # fmt: skip
+            lines.append(f"| {name}: audiokit / peer (median of the rounds' ratios) | | | | "
+                         f"{entry['ratio_vs_peer']}x | | |")  # fmt: skip
     for name, entry in report["results"].items():
         for row in entry["end_to_end"]:
-            lines.append(f"| {name} | {row['batch_size']} | {row['num_workers']} | {row['files_per_s']} | "
+            lines.append(f"| {name} | {row['batch_size']} | {row['num_workers']} | {row['cpu_streams']} | "
+                         f"{row['files_per_s']} | "
                          f"{row['seconds_to_first_result']} | {row['peak_rss_mb']} |")  # fmt: skip
         for row in entry["model_only"]:
             lines.append(
-                f"| {name} (model only, {row['dtype']}) | {row['batch_size']} | - | {row['clips_per_s']} | - | - |"
+                f"| {name} (model only, {row['dtype']}) | {row['batch_size']} | - | - | {row['clips_per_s']} | - | - |"
             )
     if report.get("long_file"):
         row = report["long_file"]

@@ -14,7 +14,7 @@ def test_benchmark_writes_json_and_table(tmp_path):
     out = tmp_path / "bench.json"
     script = str(REPO / "scripts" / "benchmark.py")
     options = "--models efficientat_mn01 --files 2 --batch-sizes 2 --workers 0 --model-only-repeats 1 --device cpu"
-    options += " --rounds 3"
+    options += " --rounds 3 --cpu-streams 2"
     options += " --long-file-minutes 0.5"
     cmd = [sys.executable, script, *options.split(), "--output", str(out)]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path)
@@ -23,7 +23,7 @@ def test_benchmark_writes_json_and_table(tmp_path):
     entry = report["results"]["efficientat_mn01"]
     assert entry["params"] == 123_783 and report["device"] == "cpu"
     (e2e,) = entry["end_to_end"]
-    assert e2e["files"] == 2 and e2e["files_per_s"] > 0 and e2e["peak_rss_mb"] > 0
+    assert e2e["files"] == 2 and e2e["files_per_s"] > 0 and e2e["peak_rss_mb"] > 0 and e2e["cpu_streams"] == 2
     assert entry["model_only"][0]["clips_per_s"] > 0
     # every figure is the median of three interleaved rounds; the ratio is the median of the per-round ratios
     assert len(e2e["files_per_s_runs"]) == 3 and e2e["files_per_s"] == sorted(e2e["files_per_s_runs"])[1]
@@ -39,6 +39,7 @@ def test_benchmark_writes_json_and_table(tmp_path):
     )
     table = out.with_suffix(".md").read_text()
     assert "efficientat_mn01 (peer: librosa.load + forward per file)" in table
+    assert "| efficientat_mn01 | 2 | 0 | 2 |" in table
     assert "| peak RSS ratio (long / 10 s) |" in table
 
 

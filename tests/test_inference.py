@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import threading
 import tracemalloc
 
 import numpy as np
@@ -184,3 +185,74 @@ def test_device_preprocessing_on_cuda_matches_the_cpu_path(model, tmp_path):
                           num_workers=2).run(paths)  # fmt: skip
     for a, b in zip(cpu, gpu):
         np.testing.assert_allclose(b.values, a.values, atol=1e-2)
+
+
+def _record_forward_calls(model):
+    """Attach a hook that records, per forward call: batch size, thread name and the thread's intra-op threads."""
+    calls = []
+
+    def hook(module, args):
+        calls.append((args[0].shape[0], threading.current_thread().name, torch.get_num_threads()))
+
+    return calls, model.register_forward_pre_hook(hook)
+
+
+def test_cpu_streams_give_the_single_stream_results_in_input_order(model, tmp_path, monkeypatch):
+    monkeypatch.setattr(inference, "usable_cores", lambda: 4)
+    lengths = [1.0, 2.5, 1.0, 0.4, 2.5, 1.0, 3.0]
+    paths = [_write(tmp_path / f"c{i}.wav", s, channels=1 + i % 2, seed=i) for i, s in enumerate(lengths)]
+    paths.insert(3, tmp_path / "missing.wav")
+    single = InferenceRunner(model, mode="scores", batch_size=2, device="cpu", cpu_streams=1).run(paths)
+    threads_before = torch.get_num_threads()
+    runner = InferenceRunner(model, mode="scores", batch_size=2, device="cpu")
+    assert (runner.cpu_streams, runner.threads_per_stream) == (4, 1)
+    calls, handle = _record_forward_calls(model)
+    try:
+        streamed = runner.run(paths)
+    finally:
+        handle.remove()
+    assert [r.path for r in streamed] == [str(p) for p in paths]
+    assert not streamed[3].ok and "missing.wav" in streamed[3].error
+    for a, b in zip(single, streamed):
+        assert a.ok == b.ok and a.duration == b.duration
+        if a.ok:
+            np.testing.assert_allclose(b.values, a.values, atol=1e-6)
+    assert {name.startswith("audiokit-stream") for _, name, _ in calls} == {True}
+    assert {threads for _, _, threads in calls} == {1}
+    # The streams' setting does not leak to the caller, nor to threads started later (torch keeps a process default).
+    assert torch.get_num_threads() == threads_before
+    later = []
+    probe = threading.Thread(target=lambda: later.append(torch.get_num_threads()))
+    probe.start()
+    probe.join()
+    assert later == [threads_before]
+
+
+def test_a_last_partial_batch_is_shared_out_across_the_streams(model, tmp_path):
+    paths = [_write(tmp_path / f"c{i}.wav", 1.0, seed=i) for i in range(5)]
+    calls, handle = _record_forward_calls(model)
+    try:
+        results = InferenceRunner(model, mode="scores", batch_size=16, device="cpu", cpu_streams=2).run(paths)
+    finally:
+        handle.remove()
+    assert all(r.ok for r in results)
+    assert sorted(size for size, _, _ in calls) == [2, 3]
+
+
+def test_a_forward_that_fails_in_a_stream_reaches_the_caller(model, tmp_path):
+    paths = [_write(tmp_path / f"c{i}.wav", 1.0, seed=i) for i in range(3)]
+
+    def explode(module, args):
+        raise RuntimeError("out of memory (simulated)")
+
+    handle = model.register_forward_pre_hook(explode)
+    try:
+        with pytest.raises(RuntimeError, match="simulated"):
+            InferenceRunner(model, mode="scores", batch_size=1, device="cpu", cpu_streams=2).run(paths)
+    finally:
+        handle.remove()
+
+
+def test_invalid_cpu_streams_are_refused(model):
+    with pytest.raises(ValueError, match="cpu_streams"):
+        InferenceRunner(model, mode="scores", device="cpu", cpu_streams=0)
