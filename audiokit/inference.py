@@ -636,15 +636,23 @@ def top_k(scores: np.ndarray | torch.Tensor, label_names: Sequence[str], k: int 
 
 
 def load_model(model: AudioClassifier | str | None, checkpoint_path: str | os.PathLike[str] | None) -> AudioClassifier:
-    """A model instance as given, or built by name with weights from ``checkpoint_path`` or the download cache."""
+    """A model instance as given, or built by name with weights from ``checkpoint_path`` or the download cache.
+
+    A model built here is for inference only, so its BatchNorm layers are folded into the convolutions before them
+    (``layers.fold_batchnorm_``: the same outputs to float rounding, one pass less over every activation). A given
+    instance is left as it is: its owner may still train or save it.
+    """
     from ._builder import create_model
+    from .layers.fusion import fold_batchnorm_
 
     if isinstance(model, AudioClassifier):
         if checkpoint_path is not None:
             raise ValueError("checkpoint_path applies to a model name, not to a model instance")
         return model
     name = model or DEFAULT_MODEL
-    return create_model(name, pretrained=checkpoint_path is None, checkpoint_path=checkpoint_path)
+    net = create_model(name, pretrained=checkpoint_path is None, checkpoint_path=checkpoint_path).eval()
+    fold_batchnorm_(net)
+    return net
 
 
 DEFAULT_MODEL = "efficientat_mn10.audioset"

@@ -191,5 +191,12 @@ class AudioClassifier(nn.Module):
     def save_pretrained(self, directory: str | Path) -> Path:
         """Write ``config.json`` and ``model.safetensors``; ``create_model("local-dir:<directory>")`` reloads it."""
         from .._builder import save_pretrained_dir
+        from ..layers.fusion import is_batchnorm_folded
+
+        if is_batchnorm_folded(self):
+            raise ValueError(
+                "this model's BatchNorm layers were folded into its convolutions for inference; its weights no longer "
+                "match the architecture: save the model before folding"
+            )
 
         return save_pretrained_dir(self, Path(directory))

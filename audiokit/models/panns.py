@@ -44,6 +44,8 @@ class ConvBlock(nn.Module):
     ``pool_size=(1, 1)`` means no pooling (the last Cnn14 block).
     """
 
+    conv_bn_pairs = (("conv1", "bn1"), ("conv2", "bn2"))  # each norm takes its conv's output (layers.fusion)
+
     def __init__(self, in_chs: int, out_chs: int, pool_size: tuple[int, int] = (2, 2)):
         super().__init__()
         self.conv1 = nn.Conv2d(in_chs, out_chs, kernel_size=3, padding=1, bias=False)
@@ -63,6 +65,8 @@ class ConvBlock(nn.Module):
 class ConvBlock5x5(nn.Module):
     """One 5x5 conv -> BN -> ReLU stage followed by average pooling (the Cnn6 block)."""
 
+    conv_bn_pairs = (("conv1", "bn1"),)
+
     def __init__(self, in_chs: int, out_chs: int, pool_size: tuple[int, int] = (2, 2)):
         super().__init__()
         self.conv1 = nn.Conv2d(in_chs, out_chs, kernel_size=5, padding=2, bias=False)
@@ -78,6 +82,8 @@ class ConvBlock5x5(nn.Module):
 
 class ConvPreWavBlock(nn.Module):
     """1-D block of the Wavegram branch: conv3 -> BN -> ReLU -> dilated conv3 -> BN -> ReLU -> max-pool by ``pool``."""
+
+    conv_bn_pairs = (("conv1", "bn1"), ("conv2", "bn2"))
 
     def __init__(self, in_chs: int, out_chs: int, pool: int = 4):
         super().__init__()
@@ -284,6 +290,7 @@ class WavegramLogmelCnn14(PannsClassifier):
     """
 
     time_pools = 5
+    conv_bn_pairs = (("pre_conv0", "pre_bn0"),)
 
     def __init__(self, pretrained_cfg: PretrainedCfg, **kwargs: Any):
         super().__init__(pretrained_cfg, num_features=2048, **kwargs)
