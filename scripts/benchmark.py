@@ -5,8 +5,10 @@ Two measurements per model, on random weights (speed does not depend on the weig
 
 * ``end_to_end``: ``audiokit.tag`` machinery over a directory of generated 10 s files (44.1 kHz WAV/FLAC, some
   stereo): decode, resample to the model's rate, frontend, model, top-k; files/s and seconds to the first result.
-* ``model_only``: the model's forward (frontend included) on a precomputed batch already on the device, so the
-  end-to-end figure can be compared with the model's own speed.
+  The model is prepared as ``audiokit tag`` prepares the models it builds (BatchNorm folded into the convolutions);
+  on a CPU, batches run side by side in ``--cpu-streams`` threads.
+* ``model_only``: that model's forward (frontend included) on a precomputed batch already on the device, one batch
+  at a time in the calling thread, so the end-to-end figure can be compared with the model's own speed.
 * ``peer``: the same files processed the way users of the peers do it, in the same run so the ratio is fair on a
   noisy machine. PANNs/EfficientAT models: their inference scripts' recipe, ``librosa.load(path, sr=rate)`` per file
   and one forward per file (the same model object, so only the pipeline around it differs). AST: transformers
@@ -41,6 +43,7 @@ import torch
 
 import audiokit as ak
 from audiokit.inference import InferenceRunner, default_num_workers, expand_inputs
+from audiokit.layers import fold_batchnorm_
 
 
 def make_files(directory: Path, count: int, seconds: float = 10.0, rate: int = 44100) -> list[Path]:
@@ -302,6 +305,7 @@ def _long_file_child(spec: str) -> int:
     """Run in a fresh process so that its peak RSS belongs to this one file (ru_maxrss is a high-water mark)."""
     job = json.loads(spec)
     model = ak.create_model(job["model"]).eval()
+    fold_batchnorm_(model)  # as audiokit tag does with the models it builds
     runner = InferenceRunner(model, mode="scores", batch_size=job["batch_size"], num_workers=0, device=job["device"])
     start = time.perf_counter()
     (result,) = runner.run([job["path"]])
@@ -351,8 +355,10 @@ def bench_model_rounds(name: str, paths: list[Path], device: torch.device, args,
     the median round, and the audiokit/peer ratio is the median of the ratios taken within each round.
     """
     model = ak.create_model(name).eval()
-    # The peers run the model as built: fp32, default memory layout (the runner converts its model in place).
+    # The peers run the model as built: fp32, default memory layout, BatchNorm unfolded (the runner converts its model
+    # in place, and audiokit tag folds the BatchNorm of the models it builds, as here).
     peer_model = copy.deepcopy(model)
+    fold_batchnorm_(model)
     peer_pipeline = None
     if not args.no_peers and name.startswith("ast_"):
         peer_pipeline = transformers_ast_pipeline(device, workdir)
@@ -388,7 +394,7 @@ def bench_model_rounds(name: str, paths: list[Path], device: torch.device, args,
         print(f"[{round_index + 1}/{args.rounds}] {name} peer: {peers[-1]['files_per_s']} files/s; "
               f"audiokit/peer {ratios[-1]:.2f}x", file=sys.stderr)  # fmt: skip
     entry: dict = {
-        "params": sum(p.numel() for p in model.parameters()),
+        "params": sum(p.numel() for p in peer_model.parameters()),  # as published: before folding
         "rounds": args.rounds,
         "end_to_end": [_median_run(runs, "files_per_s") for runs in end_to_end.values()],
         "model_only": [_median_run(runs, "clips_per_s") for runs in model_only.values()],
