@@ -290,8 +290,8 @@ def _add_inference_args(p: argparse.ArgumentParser, default_model: str) -> None:
     p.add_argument(
         "--cpu-streams",
         type=int,
-        help="on a CPU, batches computed side by side, each by its own thread with a share of the cores (default: "
-        "one per core the decoding workers leave, at most 4)",
+        help="on a CPU, threads that compute side by side, each a share of every batch with a share of the cores "
+        "(default: one per core the decoding workers leave, at most 4)",
     )
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"], help="autocast on CUDA")
     p.add_argument(

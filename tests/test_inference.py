@@ -228,15 +228,17 @@ def test_cpu_streams_give_the_single_stream_results_in_input_order(model, tmp_pa
     assert later == [threads_before]
 
 
-def test_a_last_partial_batch_is_shared_out_across_the_streams(model, tmp_path):
-    paths = [_write(tmp_path / f"c{i}.wav", 1.0, seed=i) for i in range(5)]
+@pytest.mark.parametrize(("files", "batch_size", "sizes"), [(5, 16, [2, 3]), (8, 8, [4, 4]), (9, 4, [2, 2, 2, 2, 1])])
+def test_batches_are_split_among_the_streams(model, tmp_path, files, batch_size, sizes):
+    paths = [_write(tmp_path / f"c{i}.wav", 1.0, seed=i) for i in range(files)]
     calls, handle = _record_forward_calls(model)
     try:
-        results = InferenceRunner(model, mode="scores", batch_size=16, device="cpu", cpu_streams=2).run(paths)
+        runner = InferenceRunner(model, mode="scores", batch_size=batch_size, device="cpu", cpu_streams=2)
+        results = runner.run(paths)
     finally:
         handle.remove()
     assert all(r.ok for r in results)
-    assert sorted(size for size, _, _ in calls) == [2, 3]
+    assert sorted(size for size, _, _ in calls) == sorted(sizes)
 
 
 def test_a_forward_that_fails_in_a_stream_reaches_the_caller(model, tmp_path):
