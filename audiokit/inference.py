@@ -216,7 +216,7 @@ def default_num_workers(device: torch.device) -> int:
     return 0 if cores <= 4 else 2
 
 
-# Most parallel CPU streams by default: each holds a batch's activations (Cnn14: ~0.5 GB for 16 clips of 10 s).
+# Most CPU streams by default: each holds its share of a batch's activations, so more streams cost memory.
 MAX_CPU_STREAMS = 4
 
 
