@@ -11,7 +11,7 @@ Two measurements per model, on random weights (speed does not depend on the weig
   at a time in the calling thread, so the end-to-end figure can be compared with the model's own speed.
 * ``peer``: the same files processed the way users of the peers do it, in the same run so the ratio is fair on a
   noisy machine. PANNs/EfficientAT models: their inference scripts' recipe, ``librosa.load(path, sr=rate)`` per file
-  and one forward per file (the same model object, so only the pipeline around it differs). AST: transformers
+  and one forward per file (the same weights, as built: unfolded, default memory layout). AST: transformers
   ``pipeline("audio-classification")`` with an AST saved locally (random weights); without ffmpeg on the machine the
   pipeline is given soundfile-decoded arrays with their sampling rate and resamples them itself.
 
@@ -103,8 +103,8 @@ def bench_end_to_end(model, paths, batch_size: int, num_workers: int, device: st
         "num_workers": num_workers,
         "precision": precision,
         "channels_last": runner.channels_last,
-        "cpu_streams": runner.cpu_streams,
         **runner_options,
+        "cpu_streams": runner.cpu_streams,  # the resolved count, where the option may say None (the default)
         "peak_rss_mb": round(peak_rss_mb(), 1),
     }
     if runner.device.type == "cuda":

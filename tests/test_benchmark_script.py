@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from audiokit.inference import default_cpu_streams
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -47,7 +49,7 @@ def test_benchmark_finetune_writes_throughput_and_data_wait(tmp_path):
     out = tmp_path / "bench.json"
     script = str(REPO / "scripts" / "benchmark.py")
     tagging = "--models efficientat_mn01 --files 1 --batch-sizes 1 --workers 0 --model-only-repeats 1 --no-peers"
-    tagging += " --long-file-minutes 0"
+    tagging += " --long-file-minutes 0"  # and the default --cpu-streams: the row gives the count the runner chose
     finetune = "--finetune bcresnet_1 --finetune-clips 16 --finetune-seconds 1 --finetune-batch-size 4"
     cmd = [sys.executable, script, *tagging.split(), *finetune.split(), "--finetune-workers", "0", "--device", "cpu",
            "--output", str(out)]  # fmt: skip
@@ -63,4 +65,5 @@ def test_benchmark_finetune_writes_throughput_and_data_wait(tmp_path):
     assert [epoch["epoch"] for epoch in row["per_epoch"]] == [1]
     table = out.with_suffix(".md").read_text()
     assert "| efficientat_mn01 | 1 | 0 |" in table  # the tagging rows are still there
+    assert report["results"]["efficientat_mn01"]["end_to_end"][0]["cpu_streams"] == default_cpu_streams(0)
     assert "| bcresnet_1 | 12 x 1 | 4 | 0 |" in table
