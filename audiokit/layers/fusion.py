@@ -22,7 +22,6 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 __all__ = ["fold_batchnorm_", "is_batchnorm_folded"]
 
-_CONVS = (nn.Conv1d, nn.Conv2d)
 _NORMS = {nn.Conv1d: nn.BatchNorm1d, nn.Conv2d: nn.BatchNorm2d}
 
 
