@@ -1,24 +1,158 @@
-"""Atomic file output: a reader (or a run interrupted mid-write) never sees half a file."""
+"""Writing outputs without destroying anything: atomic replacement of regular files, direct writes to everything else.
+
+A results file is written to a temporary file beside its target and renamed over it, so a reader (or a run killed
+mid-write) never sees half a file and a failed write keeps the previous file. The rename must only ever replace a
+regular file: a symlink is followed (the replacement happens beside its target), and a device, FIFO or terminal
+(``/dev/null``, ``/dev/stdout``, a named pipe) is written to as it is, never swapped for a plain file.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import stat
+import sys
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
+
+STDOUT = "-"
+
+
+class OutputPathError(ValueError):
+    """An output destination that cannot be used, found before any work is done; names the path and the reason."""
+
+
+class OutputWriteError(OSError):
+    """Writing results failed (disk full, permissions, ...); the message names the path and the reason."""
+
+
+def _umask() -> int:
+    # Reading the umask without setting it is only possible through /proc; os.umask() would briefly change it for
+    # every thread of the process.
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _reason(err: OSError) -> str:
+    return err.strerror or str(err)
+
+
+def _existing_stat(path: Path) -> os.stat_result | None:
+    try:
+        return path.stat()
+    except FileNotFoundError:
+        return None
+
+
+def _nearest_existing_parent(path: Path) -> Path:
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    return parent
+
+
+def check_output_path(
+    path: str | os.PathLike[str], inputs: Iterable[str | os.PathLike[str]] = (), *, what: str = "output"
+) -> None:
+    """Refuse a destination that cannot take the results, before any work: raises ``OutputPathError``.
+
+    Refused: an existing directory, a socket, a path under a regular file, a directory that cannot be written (tested
+    by creating a file there, so read-only file systems are caught too), and a path that is one of ``inputs`` (the
+    results would replace the audio they were computed from). ``"-"`` (standard output) is always accepted.
+    """
+    if os.fspath(path) == STDOUT:
+        return
+    given = Path(path)
+    try:
+        target = Path(os.path.realpath(given))
+        st = _existing_stat(target)
+        if st is not None:
+            if stat.S_ISDIR(st.st_mode):
+                raise OutputPathError(f"{what} {given} is a directory; give a file name")
+            if stat.S_ISSOCK(st.st_mode):
+                raise OutputPathError(f"{what} {given} is a socket")
+            for item in inputs:
+                try:
+                    same = os.path.samefile(target, item)
+                except OSError:
+                    continue
+                if same:
+                    raise OutputPathError(f"{what} {given} is also an input; writing it would destroy that input")
+            if not stat.S_ISREG(st.st_mode):  # device, FIFO, terminal: written to directly
+                if not os.access(target, os.W_OK):
+                    raise OutputPathError(f"{what} {given}: not writable")
+                return
+        parent = _nearest_existing_parent(target)
+        if not parent.is_dir():
+            raise OutputPathError(f"{what} {given}: {parent} is not a directory")
+        # Creating a file there is the only test that knows about read-only mounts, ACLs and root: try it, in the
+        # nearest directory that exists (the missing ones are created beneath it when the results are written).
+        fd, probe = tempfile.mkstemp(dir=parent, prefix=f".{target.name}.", suffix=".probe")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise OutputPathError(f"{what} {given}: cannot be written ({_reason(err)})") from None
 
 
 def atomic_write(path: str | os.PathLike[str], data: bytes | str) -> None:
-    """Write ``data`` to a temporary file beside ``path``, flush it to disk, then rename it over ``path``."""
-    target = Path(path)
+    """Write ``data`` to ``path`` so that it holds either its old content or all of ``data``.
+
+    Regular files (and new paths) are written to a temporary file beside the real target, flushed to disk and renamed
+    over it; an existing file keeps its permission bits (and owner, where allowed), a new one gets ``0o666 & ~umask``
+    as ``open()`` would give. A symlink is followed, so the link stays and its target is replaced. Anything else that
+    exists (a device, FIFO or terminal) is opened and written as it is. ``str`` is encoded as UTF-8, with file names
+    that are not UTF-8 kept as the bytes the OS gave (``surrogateescape``). Raises ``OSError``.
+    """
+    payload = data.encode("utf-8", "surrogateescape") if isinstance(data, str) else data
+    target = Path(os.path.realpath(path))
+    st = _existing_stat(target)
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        if stat.S_ISDIR(st.st_mode):
+            raise IsADirectoryError(21, "Is a directory", str(path))
+        with open(target, "wb") as f:
+            f.write(payload)
+        return
     target.parent.mkdir(parents=True, exist_ok=True)
-    payload = data.encode() if isinstance(data, str) else data
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(payload)
             f.flush()
             os.fsync(f.fileno())
+            if st is not None:
+                os.fchmod(f.fileno(), stat.S_IMODE(st.st_mode))
+                # Only root may give a file away; the mode is kept all the same.
+                with contextlib.suppress(PermissionError):
+                    os.fchown(f.fileno(), st.st_uid, st.st_gid)
+            else:
+                os.fchmod(f.fileno(), 0o666 & ~_umask())
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_output(path: str | os.PathLike[str], data: bytes | str) -> None:
+    """``atomic_write``, or standard output for ``"-"``; failures become one ``OutputWriteError`` naming the path."""
+    if os.fspath(path) == STDOUT:
+        buffer = getattr(sys.stdout, "buffer", None)
+        if buffer is None:  # a text-only stream put in place of stdout (io.StringIO)
+            sys.stdout.write(data if isinstance(data, str) else data.decode("utf-8", "surrogateescape"))
+        else:
+            sys.stdout.flush()
+            buffer.write(data.encode("utf-8", "surrogateescape") if isinstance(data, str) else data)
+            buffer.flush()
+        return
+    try:
+        atomic_write(path, data)
+    except OSError as err:
+        raise OutputWriteError(f"could not write {path}: {_reason(err)}") from None

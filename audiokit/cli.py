@@ -7,16 +7,19 @@ import csv
 import io
 import json
 import logging
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ._fileio import atomic_write
+from ._fileio import STDOUT, OutputPathError, OutputWriteError, check_output_path, write_output
 
 _logger = logging.getLogger("audiokit")
 
-EXIT_OK, EXIT_FILE_ERRORS, EXIT_USAGE = 0, 1, 2
+# 1: some input files failed (the rest has results); 2: nothing was done (usage, model or destination problem);
+# 3: the work was done but its results could not be written.
+EXIT_OK, EXIT_FILE_ERRORS, EXIT_USAGE, EXIT_OUTPUT = 0, 1, 2, 3
 
 
 class CliError(Exception):
@@ -92,10 +95,11 @@ def _runner_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _render_tags(records: list[dict[str, Any]], fmt: str) -> str:
+    # allow_nan=False: NaN and Infinity are not JSON (RFC 8259); non-finite scores are already per-file errors.
     if fmt == "json":
-        return json.dumps(records, indent=2) + "\n"
+        return json.dumps(records, indent=2, allow_nan=False) + "\n"
     if fmt == "jsonl":
-        return "".join(json.dumps(r) + "\n" for r in records)
+        return "".join(json.dumps(r, allow_nan=False) + "\n" for r in records)
     if fmt == "csv":
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
@@ -138,23 +142,30 @@ def _render_tags(records: list[dict[str, Any]], fmt: str) -> str:
 
 
 def _emit(text: str | bytes, output: str | None) -> None:
-    if output:
-        atomic_write(output, text)
+    write_output(output or STDOUT, text)
+    if output and output != STDOUT:
         _logger.info("wrote %s", output)
-    else:
-        sys.stdout.write(text if isinstance(text, str) else text.decode())
-        sys.stdout.flush()
 
 
-def cmd_tag(args: argparse.Namespace) -> int:
-    from .inference import expand_inputs, load_model, tag
+def _inputs_and_destination(args: argparse.Namespace) -> list[Path]:
+    """The input files, once the output has been found usable: a bad destination must fail before hours of work."""
+    from .inference import expand_inputs
 
-    model = load_model(args.model, args.checkpoint)
-    if model.num_classes == 0:
-        raise CliError(f"{args.model} has no classifier; use `audiokit embed`")
     paths = expand_inputs(args.inputs, recursive=args.recursive)
     if not paths:
         raise CliError("no input files")
+    if args.output:
+        check_output_path(args.output, paths, what="--output")
+    return paths
+
+
+def cmd_tag(args: argparse.Namespace) -> int:
+    from .inference import load_model, tag
+
+    paths = _inputs_and_destination(args)
+    model = load_model(args.model, args.checkpoint)
+    if model.num_classes == 0:
+        raise CliError(f"{args.model} has no classifier; use `audiokit embed`")
     records = tag(paths, model, top_k=args.top_k, threshold=args.threshold, window=args.window, hop=args.hop,
                   aggregate=args.aggregate, **_runner_kwargs(args))  # fmt: skip
     _emit(_render_tags(records, args.format), args.output)
@@ -175,12 +186,10 @@ def _report_failures(errors: list[str], total: int) -> int:
 def cmd_embed(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from .inference import embed, expand_inputs, load_model
+    from .inference import embed, load_model
 
+    paths = _inputs_and_destination(args)
     model = load_model(args.model, args.checkpoint)
-    paths = expand_inputs(args.inputs, recursive=args.recursive)
-    if not paths:
-        raise CliError("no input files")
     result = embed(paths, model, window=args.window, hop=args.hop, layer=args.layer, frame_level=args.frame_level,
                    **_runner_kwargs(args))  # fmt: skip
     suffix = Path(args.output).suffix.lower()
@@ -190,7 +199,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
     else:
         np.savez(buffer, ids=np.asarray(result.ids, dtype=str), embeddings=result.vectors, starts=result.starts,
                  ends=result.ends, model=np.asarray(model.pretrained_cfg.name))  # fmt: skip
-    atomic_write(args.output, buffer.getvalue())
+    write_output(args.output, buffer.getvalue())
     print(
         f"{args.output}: {result.vectors.shape[0]} embeddings of dimension {result.vectors.shape[1]}", file=sys.stderr
     )
@@ -265,10 +274,33 @@ def cmd_compare_activations(args: argparse.Namespace) -> int:
 
 # -- parser ------------------------------------------------------------------------------------------------------------
 def _positive_float(text: str) -> float:
-    value = float(text)
+    value = _finite_float(text)
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be positive, got {text}")
     return value
+
+
+def _finite_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+    return value
+
+
+def _count(minimum: int) -> Any:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    return parse
 
 
 def _add_inference_args(p: argparse.ArgumentParser, default_model: str) -> None:
@@ -280,16 +312,16 @@ def _add_inference_args(p: argparse.ArgumentParser, default_model: str) -> None:
     p.add_argument("--recursive", "-r", action="store_true", help="descend into sub-directories")
     p.add_argument("--window", type=_positive_float, help="window length in seconds (per-window results)")
     p.add_argument("--hop", type=_positive_float, help="hop between windows in seconds (default: the window)")
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--batch-size", type=_count(1), default=16)
     p.add_argument(
         "--num-workers",
-        type=int,
+        type=_count(0),
         help="decoding worker processes (default: on a GPU one per core, at most 8; on a CPU 0 up to 4 cores, else 2)",
     )
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument(
         "--cpu-streams",
-        type=int,
+        type=_count(1),
         help="on a CPU, threads that compute side by side, each a share of every batch with a share of the cores "
         "(default: one per core the decoding workers leave, at most 4)",
     )
@@ -324,16 +356,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("tag", help="tag audio files with a pretrained classifier")
     _add_inference_args(p, DEFAULT_MODEL)
-    p.add_argument("--top-k", type=int, default=5, help="labels per file/window (0: all)")
-    p.add_argument("--threshold", type=float, help="only labels scoring at least this")
+    p.add_argument("--top-k", type=_count(0), default=5, help="labels per file/window (0: all)")
+    p.add_argument("--threshold", type=_finite_float, help="only labels scoring at least this")
     p.add_argument("--aggregate", choices=["max", "mean"], default="max", help="clip score from windows")
     p.add_argument("--format", choices=["table", "json", "jsonl", "csv"], default="table")
-    p.add_argument("--output", "-o", help="write results here (atomically) instead of stdout")
+    p.add_argument("--output", "-o", help="write results here (atomically; '-': stdout, the default)")
     p.set_defaults(func=cmd_tag)
 
     p = sub.add_parser("embed", help="extract embeddings to .npz (ids + float32 matrix) or .npy")
     _add_inference_args(p, DEFAULT_MODEL)
-    p.add_argument("--output", "-o", required=True, help="output .npz or .npy")
+    p.add_argument("--output", "-o", required=True, help="output .npz or .npy (written atomically; '-': stdout, .npz)")
     p.add_argument("--layer", type=int, help="embedding of this hidden layer (wav2vec2: 0-12; negative counts back)")
     p.add_argument("--frame-level", action="store_true", help="one row per model frame (wav2vec2: every 20 ms)")
     p.set_defaults(func=cmd_embed)
@@ -345,7 +377,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. data.root=/data")
     p.add_argument("--fold", type=int, help="ESC-50 test fold (1-5)")
     p.add_argument("--report", required=True, help="output directory")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=_count(1), default=32)
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.set_defaults(func=cmd_evaluate)
 
@@ -380,8 +412,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         return args.func(args)
+    except OutputWriteError as err:
+        print(f"audiokit: error: {err}", file=sys.stderr)
+        return EXIT_OUTPUT
     except (CliError, ConfigError, UnknownModelError, WeightsUnavailableError, CheckpointLoadError,
-            CheckpointMismatchError, FileNotFoundError, ValueError) as err:  # fmt: skip
+            CheckpointMismatchError, OutputPathError, FileNotFoundError, ValueError) as err:  # fmt: skip
         message = err.args[0] if isinstance(err, (UnknownModelError, KeyError)) and err.args else str(err)
         print(f"audiokit: error: {message}", file=sys.stderr)
         return EXIT_USAGE
