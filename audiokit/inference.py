@@ -13,6 +13,7 @@ import inspect
 import logging
 import math
 import os
+import stat
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -27,6 +28,8 @@ from .audio.io import (
     AUDIO_EXTENSIONS,
     AudioLoadError,
     audio_info,
+    audio_warnings,
+    device_resampling_supported,
     load_audio,
     pcm_to_waveform_on,
     read_pcm,
@@ -75,24 +78,75 @@ class FileResult:
 def expand_inputs(inputs: Iterable[str | os.PathLike[str]], recursive: bool = False) -> list[Path]:
     """Files, directories (their audio files, sorted; sub-directories with ``recursive``) and glob patterns.
 
-    A name that matches nothing is kept, so that it is reported as missing rather than silently dropped.
+    A directory and a pattern follow the same rules: ``**`` descends into real sub-directories only, never through a
+    symlink to a directory (a link back to a parent would be an endless cycle), and each real file comes once, under
+    the first name found for it. A name that matches nothing, or that the OS refuses (too long, unreadable), is kept,
+    so that it is reported for that file rather than silently dropped or ending the run.
     """
     paths: list[Path] = []
     for item in inputs:
-        text = os.fspath(item)
-        path = Path(text).expanduser()
-        if path.is_dir():
+        path = Path(os.fsdecode(item)).expanduser()
+        text = str(path)
+        if _is_dir(path):
             pattern = "**/*" if recursive else "*"
-            found = sorted(p for p in path.glob(pattern) if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS)
+            found = _unique_files(p for p in path.glob(pattern) if p.suffix.lower() in AUDIO_EXTENSIONS)
             if not found:
                 _logger.warning("%s: no audio files found%s", path, "" if recursive else " (use --recursive?)")
             paths.extend(found)
-        elif not path.exists() and glob.has_magic(text):
-            matches = sorted(Path(p) for p in glob.glob(text, recursive=recursive) if Path(p).is_file())
-            paths.extend(matches if matches else [path])
+        elif glob.has_magic(text) and not _exists(path):
+            paths.extend(_glob(text, recursive) or [path])
         else:
             paths.append(path)
     return paths
+
+
+def _exists(path: Path) -> bool:
+    try:
+        path.stat()
+    except OSError:
+        return False
+    return True
+
+
+def _is_dir(path: Path) -> bool:
+    try:
+        return path.is_dir()
+    except OSError:  # a name too long for the OS, a loop of links: the loader reports it for this file
+        return False
+
+
+def _glob(pattern: str, recursive: bool) -> list[Path]:
+    """Files matching ``pattern``, expanded with pathlib from its longest literal prefix (pathlib's ``**`` does not
+    follow symlinked directories, unlike ``glob.glob``'s)."""
+    parts = Path(pattern).parts
+    literal = 0
+    while literal < len(parts) - 1 and not glob.has_magic(parts[literal]):
+        literal += 1
+    base = Path(*parts[:literal]) if literal else Path(".")
+    rest = "/".join(parts[literal:])
+    if not recursive:
+        # glob.glob without recursive=True reads "**" as "*"; keep that meaning.
+        rest = rest.replace("**", "*")
+    try:
+        return _unique_files(base.glob(rest))
+    except (OSError, ValueError):
+        return []
+
+
+def _unique_files(candidates: Iterable[Path]) -> list[Path]:
+    """Regular files among ``candidates`` (symlinks to files included), sorted, each real file once."""
+    seen: set[tuple[int, int]] = set()
+    files = []
+    for path in sorted(candidates):
+        try:
+            st = path.stat()
+        except OSError:
+            continue
+        if not stat.S_ISREG(st.st_mode) or (st.st_dev, st.st_ino) in seen:
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        files.append(path)
+    return files
 
 
 def window_starts(num_samples: int, window: int, hop: int) -> list[int]:
@@ -117,6 +171,7 @@ class _Decoded:
     rate: int = 0
     stream: bool = False
     error: str | None = None
+    warnings: list[str] = field(default_factory=list)
 
     def pin_memory(self) -> _Decoded:
         # Called by the DataLoader's pinning thread, so host-to-device copies can be asynchronous.
@@ -149,10 +204,17 @@ class _AudioFiles(Dataset):
                 return _Decoded(index, stream=True)
             # Upsampled files stay on the soxr path: their empty upper bands are where the log of the mel energies
             # magnifies the two resamplers' different stopbands (16 -> 32 kHz moved sigmoid scores by up to 0.3).
-            if self.raw and info.samplerate >= self.sample_rate:
+            # Rates sharing few factors with the model's would need a huge device kernel: soxr here instead.
+            if (
+                self.raw
+                and info.samplerate >= self.sample_rate
+                and device_resampling_supported(info.samplerate, self.sample_rate)
+            ):
                 pcm, rate = read_pcm(path)
-                return _Decoded(index, pcm=torch.from_numpy(pcm), rate=rate)
-            return _Decoded(index, wave=load_audio(path, sample_rate=self.sample_rate))
+                return _Decoded(index, pcm=torch.from_numpy(pcm), rate=rate, warnings=audio_warnings(path, info))
+            warnings: list[str] = []
+            wave = load_audio(path, sample_rate=self.sample_rate, on_warning=warnings.append)
+            return _Decoded(index, wave=wave, warnings=warnings)
         except AudioLoadError as err:
             return _Decoded(index, error=str(err))
         except Exception as err:  # a decoder crash on one file must not end the batch
@@ -231,11 +293,21 @@ def default_cpu_streams(num_workers: int) -> int:
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``"auto"`` (CUDA when there is one), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``; anything else is a ValueError."""
     if device is None or str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda was requested but no CUDA device is available")
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"unknown device {str(device)!r}: use auto, cpu, cuda or cuda:N") from None
+    if device.type not in ("cpu", "cuda"):
+        # meta tensors hold no values; other backends are not what the runner was built and tested for
+        raise ValueError(f"device {str(device)!r} is not supported for inference: use auto, cpu, cuda or cuda:N")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError("--device cuda was requested but no CUDA device is available")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"--device {device}: there are only {torch.cuda.device_count()} CUDA device(s)")
     return device
 
 
@@ -316,10 +388,10 @@ class InferenceRunner:
             raise ValueError(f"precision must be one of {sorted(_PRECISIONS)}, got {precision!r}")
         if aggregate not in ("max", "mean"):
             raise ValueError(f"aggregate must be 'max' or 'mean', got {aggregate!r}")
-        if window is not None and window <= 0:
-            raise ValueError(f"window must be positive, got {window}")
-        if hop is not None and (hop <= 0 or window is None):
-            raise ValueError("hop needs a window and must be positive")
+        if window is not None and not (math.isfinite(window) and window > 0):
+            raise ValueError(f"window must be a positive number of seconds, got {window}")
+        if hop is not None and (window is None or not (math.isfinite(hop) and hop > 0)):
+            raise ValueError(f"hop needs a window and must be a positive number of seconds, got {hop}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         limit = model.max_samples
@@ -514,13 +586,23 @@ class InferenceRunner:
 
         def finish(file_index: int) -> None:
             result = results[file_index]
-            if file_index in peaks and float(peaks.pop(file_index)) == 0.0:
+            peak = float(peaks.pop(file_index)) if file_index in peaks else None
+            if peak == 0.0:
                 result.warnings.append("the audio is digital silence")
             outs = [batch.array()[row] for batch, row in pending.pop(file_index)]  # type: ignore[misc]
             segments = [
                 Segment(s / self.sample_rate, e / self.sample_rate, out)
                 for (s, e), out in zip(spans.pop(file_index), outs)
             ]
+            broken = [seg for seg in segments if not np.isfinite(seg.values).all()]
+            if broken:
+                # NaN is no score: written out it would read as a result (and is not even valid JSON).
+                what = "scores" if self.mode == "scores" else "embeddings"
+                detail = f" in {len(broken)} of {len(segments)} windows (first at {broken[0].start:.2f} s)"
+                detail = detail if len(segments) > 1 else ""
+                level = f"; the input's peak level is {peak:.3g}" if peak is not None else ""
+                result.error = f"{result.path}: the model produced non-finite {what} (NaN or inf){detail}{level}"
+                return
             if self.mode == "frames":  # per-window frame matrices; nothing to aggregate
                 result.segments = segments
                 return
@@ -543,8 +625,9 @@ class InferenceRunner:
             def add(start: int, end: int, samples: torch.Tensor, file_index: int = index) -> None:
                 enqueue(file_index, start, end, samples)
 
+            result.warnings.extend(item.warnings)
             if item.stream:
-                self._add_streamed(path, result, add)
+                peaks[index] = self._add_streamed(path, result, add)
             elif item.wave is not None:
                 peaks[index] = self._add_whole(item.wave, result, add)
             elif item.pcm is not None:
@@ -555,6 +638,7 @@ class InferenceRunner:
             if result.error is not None:
                 _logger.debug("%s", result.error)  # reported by the caller (the CLI prints every failure)
                 del spans[index], pending[index]
+                peaks.pop(index, None)
                 for length, queue in list(queues.items()):  # windows of a file that failed mid-stream
                     queues[length] = [entry for entry in queue if entry[0] != index]
             progress.update(1)
@@ -586,6 +670,9 @@ class InferenceRunner:
         """Queue the windows of a decoded file; returns its peak level as a tensor (read when the file finishes, so
         a waveform on the GPU costs no synchronisation here)."""
         result.duration = wave.shape[-1] / self.sample_rate
+        if wave.shape[-1] == 0:  # load_audio refuses these; the device resampler can still round a sample away
+            result.error = f"{result.path}: too short to leave a sample at {self.sample_rate} Hz"
+            return torch.zeros(())
         peak = wave.abs().amax()
         if wave.shape[-1] < self.model.min_samples:
             result.warnings.append(
@@ -596,8 +683,9 @@ class InferenceRunner:
             enqueue(s, e, wave[s:e])
         return peak
 
-    def _add_streamed(self, path: Path, result: FileResult, enqueue: Callable[..., None]) -> None:
-        """Decode a long file block by block, queueing its windows as they fill; memory stays bounded."""
+    def _add_streamed(self, path: Path, result: FileResult, enqueue: Callable[..., None]) -> torch.Tensor:
+        """Decode a long file block by block, queueing its windows as they fill; memory stays bounded. Returns the
+        peak level, as ``_add_whole`` does."""
         try:
             info = audio_info(path)
             expected = round(info.frames * self.sample_rate / info.samplerate)
@@ -612,12 +700,12 @@ class InferenceRunner:
                 count = max(count, end)
                 enqueue(start, end, torch.from_numpy(samples))
             result.duration = count / self.sample_rate
-            if peak == 0.0:
-                result.warnings.append("the audio is digital silence")
+            return torch.tensor(peak)
         except AudioLoadError as err:
             result.error = str(err)
         except Exception as err:  # as in the workers: one broken file must not end the run
             result.error = _unexpected(path, err)
+        return torch.zeros(())
 
 
 def _progress_bar(total: int, enabled: bool) -> Any:
@@ -628,6 +716,7 @@ def _progress_bar(total: int, enabled: bool) -> Any:
 
 def top_k(scores: np.ndarray | torch.Tensor, label_names: Sequence[str], k: int = 5, threshold: float | None = None):
     """``[(label, score), ...]`` for the ``k`` highest scores (all when ``k`` is 0), at or above ``threshold``."""
+    _check_selection(k, threshold)
     values = scores.detach().float().cpu().numpy() if isinstance(scores, torch.Tensor) else np.asarray(scores)
     if values.ndim != 1:
         raise ValueError(f"top_k takes one score vector, got shape {values.shape}")
@@ -635,6 +724,14 @@ def top_k(scores: np.ndarray | torch.Tensor, label_names: Sequence[str], k: int 
     if k:
         order = order[:k]
     return [(label_names[i], float(values[i])) for i in order if threshold is None or values[i] >= threshold]
+
+
+def _check_selection(k: int, threshold: float | None) -> None:
+    # A negative k would slice from the end (-1: all labels but one) and a NaN threshold keeps nothing: both silently.
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
+        raise ValueError(f"top_k must be a whole number >= 0 (0: all labels), got {k!r}")
+    if threshold is not None and not math.isfinite(threshold):
+        raise ValueError(f"threshold must be a finite number, got {threshold}")
 
 
 def load_model(model: AudioClassifier | str | None, checkpoint_path: str | os.PathLike[str] | None) -> AudioClassifier:
@@ -685,6 +782,7 @@ def tag(
     """
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
+    _check_selection(top_k, threshold)
     net = load_model(model, checkpoint_path)
     if net.num_classes == 0:
         raise ValueError("this model has no classifier (num_classes=0): use embed() for embeddings")

@@ -6,10 +6,15 @@ librosa >= 0.10 uses by default). Every failure is an ``AudioLoadError`` naming 
 
 from __future__ import annotations
 
-import functools
+import errno
 import logging
+import math
 import os
-from collections.abc import Iterator
+import stat
+import sys
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -33,22 +38,51 @@ class AudioLoadError(ValueError):
         super().__init__(f"{self.path}: {problem}")
 
 
+def _sf_path(path: Path) -> str | bytes:
+    """The name to hand libsndfile: the OS's own bytes, so that a file name that is not valid UTF-8 still opens
+    (soundfile would encode a ``str`` strictly and fail on the surrogates Python decoded such bytes to)."""
+    return str(path) if sys.platform == "win32" else os.fsencode(path)
+
+
 def audio_info(path: str | os.PathLike[str]) -> sf._SoundFileInfo:
     """Header information (sample rate, channels, frames) without decoding; raises ``AudioLoadError``."""
     path = Path(path)
     _check_file(path)
     try:
-        return sf.info(str(path))
+        info = sf.info(_sf_path(path))
     except (sf.LibsndfileError, RuntimeError, TypeError) as err:
         raise AudioLoadError(path, f"not a readable audio file ({_sf_reason(err)})") from None
+    if info.samplerate <= 0:
+        raise AudioLoadError(path, f"declares an impossible sample rate of {info.samplerate} Hz")
+    return info
+
+
+_OS_PROBLEMS = {
+    errno.ENOENT: "file not found",
+    errno.ENOTDIR: "file not found (a parent in the path is not a directory)",
+    errno.ENAMETOOLONG: "file name too long for the operating system",
+    errno.ELOOP: "too many levels of symbolic links",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "permission denied",
+}
 
 
 def _check_file(path: Path) -> None:
-    if not path.exists():
-        raise AudioLoadError(path, "file not found")
-    if path.is_dir():
+    try:
+        st = path.stat()
+        if stat.S_ISREG(st.st_mode):
+            # Opening says what stat cannot: a file the user may not read ("System error." from libsndfile).
+            with open(path, "rb"):
+                pass
+    except OSError as err:
+        raise AudioLoadError(path, _OS_PROBLEMS.get(err.errno, err.strerror or str(err))) from None
+    if stat.S_ISDIR(st.st_mode):
         raise AudioLoadError(path, "is a directory, not an audio file")
-    if path.stat().st_size == 0:
+    if not stat.S_ISREG(st.st_mode):
+        # A FIFO would block the decoder, and /dev/urandom would never end.
+        kind = "a FIFO" if stat.S_ISFIFO(st.st_mode) else "a device" if stat.S_ISCHR(st.st_mode) else "not a file"
+        raise AudioLoadError(path, f"is {kind}, not a regular audio file")
+    if st.st_size == 0:
         raise AudioLoadError(path, "file is empty (0 bytes)")
 
 
@@ -75,6 +109,37 @@ def _wav_missing_bytes(path: Path) -> int:
                 f.seek(chunk_size + (chunk_size & 1), 1)
     except OSError:
         return 0
+
+
+def _ogg_cut_short(path: Path) -> bool:
+    """Whether an Ogg file ends without its end-of-stream page: cut off mid-transfer or mid-write.
+
+    Ogg has no length field, so libsndfile decodes what is there and reports that as the whole file. The last complete
+    page must end the file and carry the end-of-stream flag (header byte 5, bit 2).
+    """
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            f.seek(max(0, size - 70_000))  # more than one page can hold (27 + 255 + 255 * 255 bytes)
+            tail = f.read()
+    except OSError:
+        return False
+    offset = len(tail)
+    while (offset := tail.rfind(b"OggS", 0, offset)) >= 0:
+        header = tail[offset : offset + 27]
+        if len(header) == 27 and header[4] == 0:
+            segments = tail[offset + 27 : offset + 27 + header[26]]
+            end = offset + 27 + header[26] + sum(segments)
+            if len(segments) == header[26] and end <= len(tail):
+                return end != len(tail) or not header[5] & 0x04
+    return False
+
+
+def audio_warnings(path: str | os.PathLike[str], info: sf._SoundFileInfo) -> list[str]:
+    """What is suspicious about a file that decodes: today, an Ogg stream that ends without its end mark."""
+    if info.format == "OGG" and _ogg_cut_short(Path(path)):
+        return [f"the Ogg stream has no end-of-stream mark: the file looks cut short (decoded {info.duration:.2f} s)"]
+    return []
 
 
 def _sf_reason(err: BaseException) -> str:
@@ -118,11 +183,15 @@ def read_pcm(path: str | os.PathLike[str], *, max_seconds: float | None = None) 
     The same checks as ``load_audio`` (missing, empty, undecodable, truncated, NaN/inf). Use ``pcm_to_float`` (or
     ``load_audio``) to get float samples; keeping int16 is cheaper to move between processes and to a GPU.
     """
-    path = Path(path)
+    data, rate, _ = _read_checked(Path(path), max_seconds)
+    return data, rate
+
+
+def _read_checked(path: Path, max_seconds: float | None) -> tuple[np.ndarray, int, sf._SoundFileInfo]:
     info = _open_checked(path, max_seconds)
     dtype = "int16" if info.subtype in _INT16_SUBTYPES else "float32"
     try:
-        data, rate = sf.read(str(path), dtype=dtype, always_2d=True)
+        data, rate = sf.read(_sf_path(path), dtype=dtype, always_2d=True)
     except (sf.LibsndfileError, RuntimeError) as err:
         raise AudioLoadError(path, f"could not be decoded ({_sf_reason(err)})") from None
     if data.shape[0] == 0:
@@ -134,7 +203,7 @@ def read_pcm(path: str | os.PathLike[str], *, max_seconds: float | None = None) 
         )
     if data.dtype != np.int16 and not np.isfinite(data).all():
         raise AudioLoadError(path, "contains NaN or infinite samples")
-    return data, rate
+    return data, rate, info
 
 
 def pcm_to_float(data: np.ndarray, mono: bool = True) -> np.ndarray:
@@ -162,6 +231,7 @@ def load_audio(
     *,
     mono: bool = True,
     max_seconds: float | None = None,
+    on_warning: Callable[[str], None] | None = None,
 ) -> torch.Tensor:
     """Decode ``path`` to a float32 tensor in [-1, 1], downmixed to mono and resampled to ``sample_rate``.
 
@@ -169,13 +239,21 @@ def load_audio(
     Integer PCM is scaled by its full-scale value (libsndfile's convention: int16 / 32768). ``max_seconds`` refuses
     longer files before decoding them (``stream_audio`` reads long recordings in bounded memory).
 
-    Raises ``AudioLoadError`` for a missing, empty, undecodable or truncated file, a file with no samples, or
-    NaN/infinite samples.
+    Raises ``AudioLoadError`` for a missing, empty, undecodable or truncated file, a file with no samples (also one
+    too short to leave a sample at ``sample_rate``), or NaN/infinite samples. What decodes but looks wrong (an Ogg
+    file cut short) goes to ``on_warning`` (default: logged), one message at a time.
     """
-    data, rate = read_pcm(path, max_seconds=max_seconds)
+    data, rate, info = _read_checked(Path(path), max_seconds)
+    for message in audio_warnings(path, info):
+        (on_warning or (lambda m: _logger.warning("%s: %s", path, m)))(message)
+    frames = data.shape[0]
     data = pcm_to_float(data, mono=mono)
     if sample_rate is not None and rate != sample_rate:
         data = resample(data, rate, sample_rate)
+        if data.shape[0] == 0:
+            raise AudioLoadError(
+                path, f"is too short: {frames} sample(s) at {rate} Hz leave none at {sample_rate} Hz"
+            )
     data = np.ascontiguousarray(data if mono else data.T, dtype=np.float32)
     return torch.from_numpy(data)
 
@@ -201,7 +279,7 @@ def stream_audio(
     block = max(1, round(block_seconds * rate))
     frames = 0
     try:
-        with sf.SoundFile(str(path)) as handle:
+        with sf.SoundFile(_sf_path(path)) as handle:
             while True:
                 data = handle.read(block, dtype=dtype, always_2d=True)
                 last = data.shape[0] < block or handle.tell() >= info.frames
@@ -235,23 +313,59 @@ _KAISER_BEST = {
 }
 
 
-@functools.lru_cache(maxsize=32)
+# torchaudio's windowed-sinc kernel has ``t * (o + 2 * width)`` taps for the reduced rates o = orig / g, t = target / g
+# (g their gcd): 0.2 M for 44.1 -> 32 kHz, but 3 G (12 GB) for 96001 -> 32000 Hz. Pairs above this many taps (16 MB in
+# float32) are resampled by soxr on the host, whose cost does not depend on the rates' common factors.
+MAX_DEVICE_RESAMPLER_TAPS = 1 << 22
+# Kernels kept for reuse, by their size in bytes, not their count: a count bound would let a few large ones pile up.
+_RESAMPLER_CACHE_BYTES = 64 << 20
+_resamplers: OrderedDict[tuple[int, int, str], tuple[torch.nn.Module, int]] = OrderedDict()
+_resamplers_lock = threading.Lock()
+
+
+def device_resampler_taps(orig_rate: int, target_rate: int) -> int:
+    """Taps of the sinc kernel ``pcm_to_waveform_on`` would build for this pair of rates (its memory, in floats)."""
+    g = math.gcd(orig_rate, target_rate)
+    orig, target = orig_rate // g, target_rate // g
+    width = math.ceil(_KAISER_BEST["lowpass_filter_width"] * orig / (min(orig, target) * _KAISER_BEST["rolloff"]))
+    return target * (orig + 2 * width)
+
+
+def device_resampling_supported(orig_rate: int, target_rate: int) -> bool:
+    return orig_rate == target_rate or device_resampler_taps(orig_rate, target_rate) <= MAX_DEVICE_RESAMPLER_TAPS
+
+
 def _torch_resampler(orig_rate: int, target_rate: int, device: str) -> torch.nn.Module:
+    key = (orig_rate, target_rate, device)
+    with _resamplers_lock:
+        if key in _resamplers:
+            _resamplers.move_to_end(key)
+            return _resamplers[key][0]
     import torchaudio
 
-    return torchaudio.transforms.Resample(orig_rate, target_rate, **_KAISER_BEST).to(device)
+    resampler = torchaudio.transforms.Resample(orig_rate, target_rate, **_KAISER_BEST).to(device)
+    size = sum(b.numel() * b.element_size() for b in resampler.buffers())
+    with _resamplers_lock:
+        _resamplers[key] = (resampler, size)
+        while len(_resamplers) > 1 and sum(n for _, n in _resamplers.values()) > _RESAMPLER_CACHE_BYTES:
+            _resamplers.popitem(last=False)
+    return resampler
 
 
 def pcm_to_waveform_on(pcm: torch.Tensor, rate: int, sample_rate: int) -> torch.Tensor:
     """``read_pcm`` output as a tensor ``(frames, channels)`` (already on its device) -> float32 mono ``(T,)``.
 
     The scaling and downmix equal ``load_audio``'s; resampling uses torchaudio's windowed-sinc filter (kaiser_best)
-    instead of soxr, which is nearly free on a GPU but not bit-equal to the host path.
+    instead of soxr, which is nearly free on a GPU but not bit-equal to the host path. A pair of rates whose kernel
+    would be too large (``device_resampling_supported``) goes through soxr on the host instead.
     """
     x = pcm.float()
     if pcm.dtype == torch.int16:
         x = x * (1 / 32768)
     x = x.mean(dim=1) if x.shape[1] > 1 else x[:, 0]
     if rate != sample_rate:
-        x = _torch_resampler(rate, sample_rate, str(x.device))(x)
+        if device_resampling_supported(rate, sample_rate):
+            x = _torch_resampler(rate, sample_rate, str(x.device))(x)
+        else:
+            x = torch.from_numpy(resample(x.cpu().numpy(), rate, sample_rate)).to(x.device)
     return x
