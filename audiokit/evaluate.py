@@ -20,7 +20,7 @@ import torch
 
 from ._fileio import atomic_write
 from .models._base import AudioClassifier
-from .train.config import ConfigError, DataConfig
+from .train.config import ConfigError, DataConfig, check_output_directory, check_values
 from .train.data import ClipDataset, decode_clips, default_cache_dir, holdout_split, read_clips
 from .train.loop import predict
 
@@ -56,6 +56,9 @@ def evaluate_model(
     from . import metrics
     from .inference import resolve_device
 
+    # The data section may come straight from YAML without RunConfig.validate; both checks come before any work.
+    check_values(data, "data.")
+    check_output_directory(report_dir, "report directory")
     clips, rows = evaluation_split(data, fold, seed)
     if model.num_classes != len(clips.label_names):
         raise ConfigError(

@@ -33,8 +33,8 @@ from torch.utils.data import DataLoader
 from .._builder import create_model
 from .._fileio import atomic_write
 from ..models._base import AudioClassifier
-from .config import ConfigError, RunConfig, TrainConfig
-from .data import ClipDataset, DecodedClips, decode_clips, default_cache_dir, holdout_split, read_clips
+from .config import ConfigError, RunConfig, TrainConfig, check_output_directory, check_values
+from .data import ClipDataset, ClipList, DecodedClips, decode_clips, default_cache_dir, holdout_split, read_clips
 
 _logger = logging.getLogger(__name__)
 
@@ -318,6 +318,7 @@ def fit(
     progress: bool = True,
 ) -> FitResult:
     """Train ``model`` on ``train_set``, evaluating on ``val_set`` after every epoch; see the module docstring."""
+    check_values(cfg, "train.")  # fit is public: a TrainConfig built in Python has not been through validate
     out_dir = Path(out_dir)
     info = init_distributed("cuda" if cfg.device.startswith("cuda") or
                             (cfg.device == "auto" and torch.cuda.is_available()) else "cpu")  # fmt: skip
@@ -562,12 +563,25 @@ def finetune(
     cfg.validate()
     info = init_distributed("cuda" if torch.cuda.is_available() and cfg.train.device != "cpu" else "cpu")
     run_dir = Path(_broadcast(str(run_dir), info))  # every process writes (rank 0) or reads the same directory
-    clips = read_clips(cfg.data)  # clear errors about the dataset before any training
-    probe = create_model(cfg.model.name, **cfg.model.kwargs)
+    # Whatever can fail on the configuration, the data or the model fails here, before the run directory exists:
+    # a run that stops before its first checkpoint leaves nothing behind that --resume could continue.
+    if info.is_main:
+        check_output_directory(run_dir, "run directory")
+    _device_for(cfg.train, info)
+    clips = read_clips(cfg.data)
+    if cfg.data.kind == "esc50":
+        wanted = folds or cfg.data.folds
+        bad = [f for f in wanted if f not in cfg.data.folds and f not in (1, 2, 3, 4, 5)]
+        if bad:
+            raise ConfigError(f"--fold must be in 1-5, got {bad}")
+    # The model as trained: weights (download or checkpoint), architecture arguments and head for these classes.
+    probe = build_finetune_model(cfg, clips)
+    from ..layers import loss_for_output
+
+    loss_for_output(probe.output_activation, "multilabel" if clips.multilabel else "multiclass",
+                    cfg.train.label_smoothing)  # fmt: skip
     cache_dir = default_cache_dir(cfg.data)
     if info.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write(run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False).encode())
         decoded = decode_clips(clips, probe.sample_rate, cfg.data.clip_seconds, cache_dir, cfg.data.num_workers)
     if info.world_size > 1:
         dist.barrier()
@@ -577,10 +591,6 @@ def finetune(
 
     kept_index = {p: i for i, p in enumerate(decoded.paths)}
     if cfg.data.kind == "esc50":
-        wanted = folds or cfg.data.folds
-        bad = [f for f in wanted if f not in cfg.data.folds and f not in (1, 2, 3, 4, 5)]
-        if bad:
-            raise ConfigError(f"--fold must be in 1-5, got {bad}")
         splits = {}
         for fold in wanted:
             test = [kept_index[str(p)] for p, g in zip(clips.paths, clips.groups) if g == fold and str(p) in kept_index]
@@ -596,7 +606,50 @@ def finetune(
                 [kept_index[str(clips.paths[i])] for i in val_i if str(clips.paths[i]) in kept_index],
             )
         }
+    for name, (train_rows, val_rows) in splits.items():
+        if not train_rows or not val_rows:
+            message = f"split {name!r} has {len(train_rows)} training and {len(val_rows)} validation clips"
+            if decoded.failed:
+                path, problem = next(iter(decoded.failed.items()))
+                message += f"; {len(decoded.failed)} of {len(clips)} clips could not be read (first: {path}: {problem})"
+            raise ConfigError(message)
 
+    created = info.is_main and not run_dir.exists()
+    if info.is_main:
+        atomic_write(run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False).encode())
+    try:
+        return _run_splits(cfg, run_dir, splits, decoded, info, resume=resume, progress=progress)
+    except BaseException:
+        if created:
+            _remove_unstarted_run(run_dir, list(splits))
+        raise
+
+
+def _remove_unstarted_run(run_dir: Path, split_names: list[str]) -> None:
+    """Remove a run directory this run created, when it failed before saving anything to resume from: the
+    directory then holds config.yaml and split directories with an empty metrics.jsonl. A checkpoint, a finished
+    split or any file this run did not write keeps the whole directory as it is."""
+    split_dirs = {run_dir / name for name in split_names}
+    disposable = {run_dir / "config.yaml"} | {d / "metrics.jsonl" for d in split_dirs}
+    try:
+        for entry in run_dir.rglob("*"):
+            if entry in split_dirs and entry.is_dir():
+                continue
+            if entry in disposable and entry.is_file() and (entry.name == "config.yaml" or not entry.stat().st_size):
+                continue
+            return
+        for path in disposable:
+            path.unlink(missing_ok=True)
+        for directory in split_dirs:
+            if directory.exists():
+                directory.rmdir()
+        run_dir.rmdir()
+    except OSError as err:  # the original error matters more than a failed clean-up
+        _logger.warning("could not remove the unstarted run directory %s: %s", run_dir, err)
+
+
+def _run_splits(cfg: RunConfig, run_dir: Path, splits: dict[str, tuple[list[int], list[int]]],
+                decoded: DecodedClips, info: DistInfo, *, resume: bool, progress: bool) -> dict[str, Any]:  # fmt: skip
     fold_summaries = {}
     for name, (train_rows, val_rows) in splits.items():
         fold_dir = run_dir / name
@@ -642,8 +695,9 @@ def finetune(
     return summary
 
 
-def build_finetune_model(cfg: RunConfig, decoded: DecodedClips) -> AudioClassifier:
-    """The configured model with a new classifier for the dataset's classes (task set from the labels)."""
+def build_finetune_model(cfg: RunConfig, decoded: DecodedClips | ClipList) -> AudioClassifier:
+    """The configured model with a new classifier for the dataset's classes (task set from the labels); the clips
+    may be decoded or only listed, only their label names and task are read."""
     m = cfg.model
     model = create_model(m.name, pretrained=m.pretrained and m.checkpoint is None, checkpoint_path=m.checkpoint,
                          **m.kwargs)  # fmt: skip
