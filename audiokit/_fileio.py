@@ -94,13 +94,35 @@ def check_output_path(
         parent = _nearest_existing_parent(target)
         if not parent.is_dir():
             raise OutputPathError(f"{what} {given}: {parent} is not a directory")
-        # Creating a file there is the only test that knows about read-only mounts, ACLs and root: try it, in the
-        # nearest directory that exists (the missing ones are created beneath it when the results are written).
-        fd, probe = tempfile.mkstemp(dir=parent, prefix=f".{target.name}.", suffix=".probe")
-        os.close(fd)
-        os.unlink(probe)
+        _probe(parent)  # the nearest directory that exists: the missing ones are created beneath it at write time
     except OSError as err:
         raise OutputPathError(f"{what} {given}: cannot be written ({_reason(err)})") from None
+
+
+def check_output_directory(path: str | os.PathLike[str], *, what: str = "output directory") -> None:
+    """Refuse, before any work, a directory that could not take outputs: raises ``OutputPathError``.
+
+    ``path`` may not exist yet (it is created later); then its nearest existing ancestor must be a directory where a
+    file can be created. An existing file at ``path`` or at any ancestor is refused by name.
+    """
+    given = Path(path)
+    try:
+        target = Path(os.path.realpath(given))
+        if target.exists() and not target.is_dir():
+            raise OutputPathError(f"{what} {given} is a file, not a directory")
+        parent = target if target.exists() else _nearest_existing_parent(target)
+        if not parent.is_dir():
+            raise OutputPathError(f"{what} {given}: {parent} is a file, not a directory")
+        _probe(parent)
+    except OSError as err:
+        raise OutputPathError(f"{what} {given}: cannot be written ({_reason(err)})") from None
+
+
+def _probe(directory: Path) -> None:
+    # Creating a file is the only test that knows about read-only mounts, ACLs and root (os.access says yes to root).
+    fd, probe = tempfile.mkstemp(dir=directory, prefix=".audiokit-", suffix=".probe")
+    os.close(fd)
+    os.unlink(probe)
 
 
 def atomic_write(path: str | os.PathLike[str], data: bytes | str) -> None:

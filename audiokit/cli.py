@@ -13,12 +13,19 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ._fileio import STDOUT, OutputPathError, OutputWriteError, check_output_path, write_output
+from ._fileio import (
+    STDOUT,
+    OutputPathError,
+    OutputWriteError,
+    check_output_directory,
+    check_output_path,
+    write_output,
+)
 
 _logger = logging.getLogger("audiokit")
 
-# 1: some input files failed (the rest has results); 2: nothing was done (usage, model or destination problem);
-# 3: the work was done but its results could not be written.
+# 1: some input files failed (the rest has results) or training diverged; 2: nothing was done (a usage, model or
+# destination problem); 3: the work was done but its results could not be written.
 EXIT_OK, EXIT_FILE_ERRORS, EXIT_USAGE, EXIT_OUTPUT = 0, 1, 2, 3
 
 
@@ -238,6 +245,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .train.config import RunConfig
 
     cfg = RunConfig.from_yaml(args.data, args.set)
+    check_output_directory(args.report, what="--report")
     model = load_model(args.model, args.checkpoint)
     result = evaluate_model(model, cfg.data, args.report, fold=args.fold, batch_size=args.batch_size,
                             device=args.device, seed=cfg.train.seed)  # fmt: skip
@@ -420,6 +428,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = err.args[0] if isinstance(err, (UnknownModelError, KeyError)) and err.args else str(err)
         print(f"audiokit: error: {message}", file=sys.stderr)
         return EXIT_USAGE
+    except FloatingPointError as err:  # training diverged (a loss of NaN): the run says where; not a usage error
+        print(f"audiokit: error: {err}", file=sys.stderr)
+        return EXIT_FILE_ERRORS
     except KeyboardInterrupt:
         print("audiokit: interrupted", file=sys.stderr)
         return 130

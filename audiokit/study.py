@@ -22,7 +22,7 @@ import numpy as np
 import yaml
 
 from ._fileio import atomic_write
-from .train.config import RunConfig
+from .train.config import RunConfig, check_output_directory
 from .train.loop import finetune
 
 DEFAULT_HIDDEN = [256]
@@ -177,6 +177,7 @@ def compare_activations(
         hidden, hidden_defaulted = list(DEFAULT_HIDDEN), True
     # Resolve (and validate) every cell's configuration before any training starts.
     configs = {(a, s): _cell_config(config, overrides, a, s, hidden).validate() for a in activations for s in seeds}
+    check_output_directory(output_dir, "study directory")
 
     cells: dict[str, dict[str, Any]] = {}
     for (activation, seed), cfg in configs.items():

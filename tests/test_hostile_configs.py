@@ -334,3 +334,18 @@ def test_clean_up_keeps_anything_resume_needs_or_that_the_run_did_not_write(tmp_
     for run in kept.values():
         _remove_unstarted_run(run, ["holdout"])
         assert (run / "config.yaml").is_file() and (run / "holdout" / "metrics.jsonl").is_file()
+
+
+def test_divergence_and_a_study_directory_that_is_a_file_are_one_line_in_the_cli(tmp_path, capsys):
+    manifest = write_manifest(tmp_path, classes=2, per_class=4)
+    data = base_config(tmp_path, manifest, epochs=1, batch_size=2, max_steps_per_epoch=3)
+    data["model"] = {"name": "bcresnet_1.speechcommands", "pretrained": False}
+    path = _write(tmp_path, data)
+    assert main(["finetune", str(path), "--quiet", "--set", "train.optimizer.lr=1e30"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("audiokit: error: loss is nan at epoch 1") and err.count("\n") == 1
+    (tmp_path / "study").write_text("")
+    argv = ["compare-activations", str(path), "--activations", "relu,gelu", "--output", str(tmp_path / "study")]
+    assert main(argv) == 2
+    assert capsys.readouterr().err.strip().endswith(f"study directory {tmp_path / 'study'} is a file, not a directory")
+    assert list((tmp_path / "runs").iterdir()) == []  # the diverged run removed its directory; the study wrote none

@@ -9,7 +9,6 @@ import contextlib
 import dataclasses
 import math
 import numbers
-import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -349,20 +348,13 @@ def _check_device(device: str) -> None:
 
 def check_output_directory(path: str | Path, what: str) -> None:
     """Raise a ConfigError naming ``path`` unless it is, or can be created as, a writable directory."""
-    path = Path(path)
-    for candidate in (path, *path.parents):
-        try:
-            exists = candidate.exists()
-        except OSError as err:
-            raise ConfigError(f"{what} {path}: cannot inspect {candidate} ({err.strerror or err})") from None
-        if not exists:
-            continue
-        if not candidate.is_dir():
-            where = "" if candidate == path else f": {candidate}"
-            raise ConfigError(f"{what} {path}{where} is a file, not a directory")
-        if not os.access(candidate, os.W_OK | os.X_OK):
-            raise ConfigError(f"{what} {path}: {candidate} is not writable")
-        return
+    from .._fileio import OutputPathError
+    from .._fileio import check_output_directory as check
+
+    try:
+        check(path, what=what)
+    except OutputPathError as err:
+        raise ConfigError(str(err)) from None
 
 
 def _yaml_problem(err: yaml.YAMLError) -> str:

@@ -208,15 +208,21 @@ def _cache_key(paths: list[Path], sample_rate: int, samples: int) -> str:
 
 
 def decode_clips(
-    clips: ClipList, sample_rate: int, clip_seconds: float, cache_dir: str | Path, num_workers: int = 0
+    clips: ClipList,
+    sample_rate: int,
+    clip_seconds: float,
+    cache_dir: str | Path,
+    num_workers: int = 0,
+    progress: bool = True,
 ) -> DecodedClips:
-    """Decode every clip once into ``cache_dir`` (reused when files, rate and length are unchanged)."""
+    """Decode every clip once into ``cache_dir`` (reused when files, rate and length are unchanged); ``progress``
+    shows a bar on stderr while decoding."""
     samples = round(clip_seconds * sample_rate)
     key = _cache_key(clips.paths, sample_rate, samples)
     folder = Path(cache_dir) / f"{sample_rate}hz_{samples}_{key}"
     index_file = folder / "index.json"
     if not index_file.is_file():
-        _build_cache(clips, sample_rate, samples, folder, num_workers)
+        _build_cache(clips, sample_rate, samples, folder, num_workers, progress)
     index = json.loads(index_file.read_text())
     audio = np.load(folder / "audio.npy", mmap_mode="r")
     kept = index["kept"]
@@ -234,7 +240,9 @@ def decode_clips(
     )
 
 
-def _build_cache(clips: ClipList, sample_rate: int, samples: int, folder: Path, num_workers: int) -> None:
+def _build_cache(
+    clips: ClipList, sample_rate: int, samples: int, folder: Path, num_workers: int, progress: bool
+) -> None:
     tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -244,7 +252,8 @@ def _build_cache(clips: ClipList, sample_rate: int, samples: int, folder: Path, 
     loader = DataLoader(_DecodeJob(clips.paths, sample_rate, samples), batch_size=None, num_workers=num_workers)
     from tqdm.auto import tqdm
 
-    for i, wave, problem in tqdm(loader, total=len(clips), desc="decoding", unit="file", leave=False):
+    bar = tqdm(loader, total=len(clips), desc="decoding", unit="file", leave=False, disable=not progress)
+    for i, wave, problem in bar:
         if wave is None:
             failed[str(clips.paths[i])] = problem or "unreadable"
             _logger.warning("skipping %s: %s", clips.paths[i], problem)

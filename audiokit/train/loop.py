@@ -582,11 +582,12 @@ def finetune(
                     cfg.train.label_smoothing)  # fmt: skip
     cache_dir = default_cache_dir(cfg.data)
     if info.is_main:
-        decoded = decode_clips(clips, probe.sample_rate, cfg.data.clip_seconds, cache_dir, cfg.data.num_workers)
+        decoded = decode_clips(clips, probe.sample_rate, cfg.data.clip_seconds, cache_dir, cfg.data.num_workers,
+                               progress=progress)  # fmt: skip
     if info.world_size > 1:
         dist.barrier()
     if not info.is_main:
-        decoded = decode_clips(clips, probe.sample_rate, cfg.data.clip_seconds, cache_dir, 0)
+        decoded = decode_clips(clips, probe.sample_rate, cfg.data.clip_seconds, cache_dir, 0, progress=False)
     del probe
 
     kept_index = {p: i for i, p in enumerate(decoded.paths)}
