@@ -9,12 +9,17 @@ regular file: a symlink is followed (the replacement happens beside its target),
 from __future__ import annotations
 
 import contextlib
+import json
+import math
 import os
 import stat
 import sys
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 STDOUT = "-"
 
@@ -25,6 +30,26 @@ class OutputPathError(ValueError):
 
 class OutputWriteError(OSError):
     """Writing results failed (disk full, permissions, ...); the message names the path and the reason."""
+
+
+def _json_ready(value: Any) -> Any:
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.ndarray):
+        return _json_ready(value.tolist())
+    if isinstance(value, dict):
+        return {k: _json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_ready(v) for v in value]
+    return value
+
+
+def to_json(value: Any, indent: int | None = None) -> str:
+    """``json.dumps`` for files people and programs read: strict RFC 8259, so NaN and infinities (an undefined
+    metric, say) are written as ``null`` rather than as tokens that strict parsers reject; numpy numbers as numbers."""
+    return json.dumps(_json_ready(value), indent=indent, allow_nan=False)
 
 
 def _umask() -> int:

@@ -19,6 +19,7 @@ from ._fileio import (
     OutputWriteError,
     check_output_directory,
     check_output_path,
+    to_json,
     write_output,
 )
 
@@ -60,7 +61,7 @@ def cmd_models(args: argparse.Namespace) -> int:
             }
         )
     if args.format == "json":
-        print(json.dumps(rows, indent=2))
+        print(to_json(rows, indent=2))
         return EXIT_OK
     header = ["name", "params", "rate", "classes", "task", "published", "weights", "cached"]
     table = [
@@ -234,7 +235,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     folds = [args.fold] if args.fold is not None else None
     summary = finetune(cfg, run_dir, folds=folds, resume=bool(args.resume), progress=not args.quiet)
     if summary:
-        print(json.dumps({"run_dir": str(run_dir), **{k: summary[k] for k in ("metric", "final", "best_epoch")}}))
+        print(to_json({"run_dir": str(run_dir), **{k: summary[k] for k in ("metric", "final", "best_epoch")}}))
     return EXIT_FILE_ERRORS if summary.get("skipped_clips") else EXIT_OK
 
 
@@ -250,7 +251,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     result = evaluate_model(model, cfg.data, args.report, fold=args.fold, batch_size=args.batch_size,
                             device=args.device, seed=cfg.train.seed)  # fmt: skip
     scalars = {k: v for k, v in result.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-    print(json.dumps({"report": args.report, **scalars}))
+    print(to_json({"report": args.report, **scalars}))
     return _report_failures(list(result["skipped_clips"].values()), result["n_samples"] + len(result["skipped_clips"]))
 
 
@@ -276,7 +277,7 @@ def cmd_compare_activations(args: argparse.Namespace) -> int:
         raise CliError("--activations needs at least two names, e.g. relu,gelu")
     table = compare_activations(args.config, activations, args.seeds, args.output, overrides=args.set,
                                 progress=not args.quiet)  # fmt: skip
-    print(json.dumps({k: table[k] for k in ("metric", "winner", "runner_up", "margin_pp") if k in table}))
+    print(to_json({k: table[k] for k in ("metric", "winner", "runner_up", "margin_pp") if k in table}))
     return EXIT_OK
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
 import os
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ._fileio import atomic_write
+from ._fileio import atomic_write, to_json
 from .models._base import AudioClassifier
 from .train.config import ConfigError, DataConfig, check_output_directory, check_values
 from .train.data import ClipDataset, decode_clips, default_cache_dir, holdout_split, read_clips
@@ -88,7 +87,7 @@ def evaluate_model(
 def _write_report(out: Path, result, probs, targets, paths, names, task) -> None:
     out.mkdir(parents=True, exist_ok=True)
     per_class = result.get("per_class", [])
-    atomic_write(out / "metrics.json", (json.dumps(result, indent=2, default=float) + "\n").encode())
+    atomic_write(out / "metrics.json", (to_json(result, indent=2) + "\n").encode())
     if per_class:
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=list(per_class[0]), lineterminator="\n")

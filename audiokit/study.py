@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from ._fileio import atomic_write
+from ._fileio import atomic_write, to_json
 from .train.config import RunConfig, check_output_directory
 from .train.loop import finetune
 
@@ -63,17 +63,6 @@ def _fmt(mean: float, std: float, digits: int = 4) -> str:
     if mean is None or not math.isfinite(mean):
         return "n/a"
     return f"{mean:.{digits}f}" + (f" ± {std:.{digits}f}" if std is not None and math.isfinite(std) else "")
-
-
-def _json_safe(value: Any) -> Any:
-    """nan/inf as None, so that study.json is strict JSON."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value
 
 
 # -- running the cells ------------------------------------------------------------------------------------------------
@@ -254,7 +243,7 @@ def compare_activations(
             for name, c in cells.items()
         },
     }
-    atomic_write(output_dir / "study.json", json.dumps(_json_safe(study), indent=2) + "\n")
+    atomic_write(output_dir / "study.json", to_json(study, indent=2) + "\n")
     atomic_write(output_dir / "README.md", _readme(table, first, command))
     return table
 

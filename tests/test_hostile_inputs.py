@@ -399,3 +399,10 @@ def test_library_calls_check_the_same_numbers(checkpoint, make_wav):
             ak.tag([wav], model=model, num_workers=0, **kwargs)
     with pytest.raises(ValueError, match="top_k"):
         ak.top_k(np.zeros(3), ["a", "b", "c"], k=-1)
+
+
+def test_json_files_are_strict_rfc_8259():
+    from audiokit._fileio import to_json
+
+    text = to_json({"auc": float("nan"), "ece": np.float32(0.25), "n": np.int64(3), "curve": np.array([1.0, np.inf])})
+    assert strict_json(text) == {"auc": None, "ece": 0.25, "n": 3, "curve": [1.0, None]}
