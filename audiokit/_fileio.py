@@ -78,6 +78,17 @@ def _existing_stat(path: Path) -> os.stat_result | None:
         return None
 
 
+def _resolve(path: Path) -> tuple[Path, os.stat_result | None]:
+    """Where to write for ``path``, and what is there now. Something that exists is written where ``path`` leads: the
+    path itself for a device or pipe (``/dev/stdout`` resolves to a ``pipe:[...]`` name that cannot be opened), the
+    real file behind any symlinks for a regular file, whose replacement must happen beside it. A missing path (or a
+    dangling symlink) resolves to where the file will be created."""
+    st = _existing_stat(path)
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        return path, st
+    return Path(os.path.realpath(path)), st
+
+
 def _nearest_existing_parent(path: Path) -> Path:
     parent = path.parent
     while not parent.exists() and parent != parent.parent:
@@ -98,8 +109,7 @@ def check_output_path(
         return
     given = Path(path)
     try:
-        target = Path(os.path.realpath(given))
-        st = _existing_stat(target)
+        target, st = _resolve(given)
         if st is not None:
             if stat.S_ISDIR(st.st_mode):
                 raise OutputPathError(f"{what} {given} is a directory; give a file name")
@@ -160,8 +170,7 @@ def atomic_write(path: str | os.PathLike[str], data: bytes | str) -> None:
     that are not UTF-8 kept as the bytes the OS gave (``surrogateescape``). Raises ``OSError``.
     """
     payload = data.encode("utf-8", "surrogateescape") if isinstance(data, str) else data
-    target = Path(os.path.realpath(path))
-    st = _existing_stat(target)
+    target, st = _resolve(Path(path))
     if st is not None and not stat.S_ISREG(st.st_mode):
         if stat.S_ISDIR(st.st_mode):
             raise IsADirectoryError(21, "Is a directory", str(path))

@@ -125,10 +125,16 @@ def test_a_symlink_is_followed_and_modes_follow_umask_or_the_existing_file(capsy
     assert not [p.name for p in tmp_path.rglob(".*.tmp")]
 
 
-def test_dash_means_stdout(capsys, checkpoint, make_wav):
-    code, out, _ = tag_cli(capsys, checkpoint, make_wav("x.wav", 1.0), "--format", "jsonl", "-o", "-")
+def test_dash_and_dev_stdout_mean_stdout(capsys, checkpoint, make_wav):
+    wav = make_wav("x.wav", 1.0)
+    code, out, _ = tag_cli(capsys, checkpoint, wav, "--format", "jsonl", "-o", "-")
     assert code == 0 and not Path("-").exists()
     assert strict_json(out.splitlines()[0])["path"].endswith("x.wav")
+    # Into a pipe, /dev/stdout resolves to "pipe:[...]", which is no path to create a file beside.
+    argv = ["tag", wav, "--model", MODEL, "--checkpoint", checkpoint, "--format", "jsonl", "-o", "/dev/stdout"]
+    done = subprocess.run([sys.executable, "-m", "audiokit", *map(str, argv)], capture_output=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert strict_json(done.stdout.decode())["path"] == str(wav)
 
 
 # -- 2. the destination is checked first; a failing write is one line and keeps the old file -----------------------
