@@ -45,6 +45,7 @@ __all__ = [
     "is_cached",
     "is_offline",
     "load_state_dict_file",
+    "read_safetensors_shapes",
     "resolve_weights",
     "sha256_file",
 ]
@@ -524,6 +525,30 @@ def _refused_globals(path: pathlib.Path) -> list[str] | None:
 _BENIGN_GLOBAL_PREFIXES = ("torch.", "collections.OrderedDict", "builtins.set", "builtins.frozenset")
 
 
+def _check_checkpoint_file(path: pathlib.Path) -> None:
+    """The failures every checkpoint read shares, each as one line naming the file."""
+    try:
+        if not path.exists():
+            raise FileNotFoundError(errno.ENOENT, f"Checkpoint file not found: {path}", str(path))
+        if path.is_dir():
+            raise CheckpointLoadError(f"Cannot load checkpoint {path}: it is a directory, not a file.")
+        if path.stat().st_size == 0:
+            raise CheckpointLoadError(
+                f"Cannot load checkpoint {path}: the file is empty (0 bytes; interrupted download?)."
+            )
+        # Opened here because the readers misreport it: safetensors says "No such file or directory" for a file it
+        # may not read.
+        with open(path, "rb"):
+            pass
+    except PermissionError:
+        raise CheckpointLoadError(f"Cannot load checkpoint {path}: permission denied") from None
+
+
+def _permission_denied(path: pathlib.Path, exc: BaseException) -> bool:
+    # The file was readable a moment ago (_check_checkpoint_file); this covers its mode changing in between.
+    return isinstance(exc, PermissionError) or not os.access(path, os.R_OK)
+
+
 def load_state_dict_file(path: str | os.PathLike[str]) -> Any:
     """Load a checkpoint file safely and return the object it holds (usually a dict of tensors, possibly nested).
 
@@ -533,25 +558,23 @@ def load_state_dict_file(path: str | os.PathLike[str]) -> Any:
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
-        CheckpointLoadError: the file is empty, truncated, corrupt, not a checkpoint, or a pickle that would need
-            to construct arbitrary Python objects (refused: unpickling those can execute code).
+        CheckpointLoadError: the file is unreadable (permission denied), empty, truncated, corrupt, not a checkpoint,
+            or a pickle that would need to construct arbitrary Python objects (refused: unpickling those can execute
+            code).
     """
     path = pathlib.Path(path)
-    if not path.exists():
-        raise FileNotFoundError(errno.ENOENT, f"Checkpoint file not found: {path}", str(path))
-    if path.is_dir():
-        raise CheckpointLoadError(f"Cannot load checkpoint {path}: it is a directory, not a file.")
-    if path.stat().st_size == 0:
-        raise CheckpointLoadError(f"Cannot load checkpoint {path}: the file is empty (0 bytes; interrupted download?).")
+    _check_checkpoint_file(path)
 
     if path.suffix.lower() == ".safetensors":
         from safetensors.torch import load_file
 
         try:
             return load_file(str(path), device="cpu")
-        except (MemoryError, PermissionError):
+        except MemoryError:
             raise
         except Exception as exc:  # SafetensorError and friends: header/size problems mean a corrupt file.
+            if _permission_denied(path, exc):
+                raise CheckpointLoadError(f"Cannot load checkpoint {path}: permission denied") from None
             raise CheckpointLoadError(
                 f"Cannot load checkpoint {path}: not a valid safetensors file (corrupt or truncated?): {exc}"
             ) from exc
@@ -560,10 +583,33 @@ def load_state_dict_file(path: str | os.PathLike[str]) -> Any:
 
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except (MemoryError, PermissionError):
+    except MemoryError:
         raise
     except Exception as exc:
+        if _permission_denied(path, exc):
+            raise CheckpointLoadError(f"Cannot load checkpoint {path}: permission denied") from None
         raise CheckpointLoadError(f"Cannot load checkpoint {path}: {_classify_torch_failure(path, exc)}") from exc
+
+
+def read_safetensors_shapes(path: str | os.PathLike[str]) -> dict[str, tuple[int, ...]]:
+    """The name and shape of every tensor in a ``.safetensors`` file, read from its header alone (no tensor data is
+    loaded), so that a model can be checked against the file before anything of the model's size is allocated.
+
+    Raises as :func:`load_state_dict_file` does.
+    """
+    from safetensors import safe_open
+
+    path = pathlib.Path(path)
+    _check_checkpoint_file(path)
+    try:
+        with safe_open(str(path), framework="pt") as archive:
+            return {name: tuple(archive.get_slice(name).get_shape()) for name in archive.keys()}  # noqa: SIM118
+    except Exception as exc:
+        if _permission_denied(path, exc):
+            raise CheckpointLoadError(f"Cannot load checkpoint {path}: permission denied") from None
+        raise CheckpointLoadError(
+            f"Cannot load checkpoint {path}: not a valid safetensors file (corrupt or truncated?): {exc}"
+        ) from exc
 
 
 def _classify_torch_failure(path: pathlib.Path, exc: BaseException) -> str:
