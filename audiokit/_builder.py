@@ -18,7 +18,6 @@ import json
 import logging
 import os
 import re
-import sys
 import typing
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -31,7 +30,6 @@ from . import __version__
 from ._fileio import atomic_write
 from ._pretrained import PretrainedCfg
 from ._registry import get_pretrained_cfg, model_entrypoint, resolve_model_name
-from .audio.frontend import LogMelFrontend
 from .layers import OUTPUT_ACTIVATIONS, HeadConfig
 from .models._base import AudioClassifier
 
@@ -207,18 +205,6 @@ def _check_arguments(architecture: str, kwargs: Mapping[str, Any]) -> None:
             raise ValueError(f"{architecture} argument {name}={value!r} exceeds {MAX_INT_ARGUMENT}")
 
 
-_FRONTEND_INIT = LogMelFrontend.__init__.__code__
-
-
-def _building_frontend() -> bool:
-    frame = sys._getframe(2)
-    while frame is not None:
-        if frame.f_code is _FRONTEND_INIT:
-            return True
-        frame = frame.f_back
-    return False
-
-
 # In-place operations that only change values, which meta tensors do not have, so they are skipped on meta tensors:
 # several (normal_, erfinv_, clamp_) run as Python decompositions whose first use imports torch._dynamo (a second).
 _VALUE_ONLY_INPLACE = frozenset(
@@ -231,10 +217,10 @@ _VALUE_ONLY_INPLACE = frozenset(
 
 
 class _StoragelessBuild(TorchFunctionMode):
-    """Used inside ``torch.device("meta")``. The frontend's constructor still computes on the host: its window, DFT
-    and mel matrices go through numpy and torchaudio's value checks, which meta tensors cannot answer (its size is
-    bounded by FrontendCfg's validation). Weight initialisation of meta tensors is skipped, and a build that takes
-    more than MAX_BLUEPRINT_OPERATIONS tensor operations is stopped."""
+    """Used inside ``torch.device("meta")`` (the frontend builds its matrices on the host all the same, in its own
+    ``torch.device("cpu")``: they need values, and FrontendCfg's validation bounds their size). Weight initialisation
+    of meta tensors is skipped, and a build that takes more than MAX_BLUEPRINT_OPERATIONS tensor operations is
+    stopped."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -258,9 +244,6 @@ class _StoragelessBuild(TorchFunctionMode):
             )
         ):
             return target
-        if _building_frontend():
-            with torch.device("cpu"):
-                return func(*args, **kwargs)
         return func(*args, **kwargs)
 
 

@@ -12,6 +12,7 @@ import contextlib
 import json
 import math
 import os
+import re
 import stat
 import sys
 import tempfile
@@ -33,6 +34,8 @@ class OutputWriteError(OSError):
 
 
 def _json_ready(value: Any) -> Any:
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
     if isinstance(value, (float, np.floating)):
         return float(value) if math.isfinite(value) else None
     if isinstance(value, np.integer):
@@ -40,7 +43,7 @@ def _json_ready(value: Any) -> Any:
     if isinstance(value, np.ndarray):
         return _json_ready(value.tolist())
     if isinstance(value, dict):
-        return {k: _json_ready(v) for k, v in value.items()}
+        return {k if isinstance(k, str) else str(_json_ready(k)): _json_ready(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_json_ready(v) for v in value]
     return value
@@ -96,36 +99,72 @@ def _nearest_existing_parent(path: Path) -> Path:
     return parent
 
 
+# Paths that name one of this process's open descriptors. Resolving them leads to the file behind the descriptor
+# (replacing it would wipe a log that stdout appends to) or to "pipe:[...]", which cannot be opened: they are written
+# through the descriptor itself.
+_FD_PATH = re.compile(r"^/(?:dev|proc/self|proc/(?P<pid>\d+))/fd/(?P<fd>\d+)$")
+_STD_PATHS = {"/dev/stdout": 1, "/dev/stderr": 2}
+
+
+def _descriptor(path: str | os.PathLike[str]) -> int | None:
+    text = os.fspath(path)
+    if isinstance(text, bytes):
+        text = os.fsdecode(text)
+    if text in _STD_PATHS:
+        return _STD_PATHS[text]
+    match = _FD_PATH.match(text)
+    if match and (match["pid"] is None or int(match["pid"]) == os.getpid()):
+        return int(match["fd"])
+    return None
+
+
 def check_output_path(
     path: str | os.PathLike[str], inputs: Iterable[str | os.PathLike[str]] = (), *, what: str = "output"
 ) -> None:
     """Refuse a destination that cannot take the results, before any work: raises ``OutputPathError``.
 
-    Refused: an existing directory, a socket, a path under a regular file, a directory that cannot be written (tested
-    by creating a file there, so read-only file systems are caught too), and a path that is one of ``inputs`` (the
-    results would replace the audio they were computed from). ``"-"`` (standard output) is always accepted.
+    Refused: an empty name, a name ending in a separator, an existing directory, a socket or block device, a path
+    under a regular file, an existing file this user may not write or replace, a directory where no file can be
+    created (tried, so read-only file systems are caught too), and a path that is one of ``inputs`` (the results would
+    replace the audio or weights they were computed from). ``"-"``, ``/dev/stdout`` and ``/dev/fd/N`` name open
+    descriptors and are accepted while those are open.
     """
-    if os.fspath(path) == STDOUT:
+    text = os.fspath(path)
+    if text == STDOUT:
         return
-    given = Path(path)
+    if not text:
+        raise OutputPathError(f"{what} is empty; give a file name or - for standard output")
+    given = Path(text)
     try:
+        fd = _descriptor(text)
+        if fd is not None:
+            os.fstat(fd)  # EBADF when it is closed
+            return
+        if text.endswith(os.sep) and not given.is_dir():
+            raise OutputPathError(f"{what} {text} names a directory; give a file name")
         target, st = _resolve(given)
         if st is not None:
             if stat.S_ISDIR(st.st_mode):
                 raise OutputPathError(f"{what} {given} is a directory; give a file name")
-            if stat.S_ISSOCK(st.st_mode):
-                raise OutputPathError(f"{what} {given} is a socket")
+            if stat.S_ISSOCK(st.st_mode) or stat.S_ISBLK(st.st_mode):
+                kind = "a socket" if stat.S_ISSOCK(st.st_mode) else "a block device (a disk)"
+                raise OutputPathError(f"{what} {given} is {kind}; refusing to write results there")
             for item in inputs:
                 try:
-                    same = os.path.samefile(target, item)
+                    other = os.stat(item)
                 except OSError:
                     continue
-                if same:
-                    raise OutputPathError(f"{what} {given} is also an input; writing it would destroy that input")
-            if not stat.S_ISREG(st.st_mode):  # device, FIFO, terminal: written to directly
-                if not os.access(target, os.W_OK):
-                    raise OutputPathError(f"{what} {given}: not writable")
+                if (other.st_dev, other.st_ino) == (st.st_dev, st.st_ino):
+                    raise OutputPathError(f"{what} {given} is also an input ({item}); writing it would destroy it")
+            if not os.access(target, os.W_OK):
+                raise OutputPathError(f"{what} {given}: not writable")
+            if not stat.S_ISREG(st.st_mode):  # character device, FIFO, terminal: written to directly
                 return
+            parent_st = target.parent.stat()
+            euid = os.geteuid() if hasattr(os, "geteuid") else None
+            if parent_st.st_mode & stat.S_ISVTX and euid not in (0, None, st.st_uid, parent_st.st_uid):
+                # In a sticky directory (/tmp) only the file's owner may replace it.
+                raise OutputPathError(f"{what} {given}: owned by another user in a sticky directory; cannot replace")
         parent = _nearest_existing_parent(target)
         if not parent.is_dir():
             raise OutputPathError(f"{what} {given}: {parent} is not a directory")
@@ -170,6 +209,10 @@ def atomic_write(path: str | os.PathLike[str], data: bytes | str) -> None:
     that are not UTF-8 kept as the bytes the OS gave (``surrogateescape``). Raises ``OSError``.
     """
     payload = data.encode("utf-8", "surrogateescape") if isinstance(data, str) else data
+    fd = _descriptor(path)
+    if fd is not None:
+        _write_all(fd, payload)
+        return
     target, st = _resolve(Path(path))
     if st is not None and not stat.S_ISREG(st.st_mode):
         if stat.S_ISDIR(st.st_mode):
@@ -184,31 +227,51 @@ def atomic_write(path: str | os.PathLike[str], data: bytes | str) -> None:
             f.write(payload)
             f.flush()
             os.fsync(f.fileno())
-            if st is not None:
-                os.fchmod(f.fileno(), stat.S_IMODE(st.st_mode))
-                # Only root may give a file away; the mode is kept all the same.
-                with contextlib.suppress(PermissionError):
-                    os.fchown(f.fileno(), st.st_uid, st.st_gid)
-            else:
-                os.fchmod(f.fileno(), 0o666 & ~_umask())
+        # By name rather than descriptor: os.fchmod exists on Windows only from Python 3.13, os.fchown not at all.
+        os.chmod(tmp, stat.S_IMODE(st.st_mode) if st is not None else 0o666 & ~_umask())
+        if st is not None and hasattr(os, "chown"):
+            # Only root may give a file away; for anyone else the replacement is theirs, with the old mode.
+            with contextlib.suppress(PermissionError):
+                os.chown(tmp, st.st_uid, st.st_gid)
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
 
 
+def _write_all(fd: int, payload: bytes) -> None:
+    view = memoryview(payload)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
 def write_output(path: str | os.PathLike[str], data: bytes | str) -> None:
     """``atomic_write``, or standard output for ``"-"``; failures become one ``OutputWriteError`` naming the path."""
     if os.fspath(path) == STDOUT:
-        buffer = getattr(sys.stdout, "buffer", None)
-        if buffer is None:  # a text-only stream put in place of stdout (io.StringIO)
-            sys.stdout.write(data if isinstance(data, str) else data.decode("utf-8", "surrogateescape"))
-        else:
-            sys.stdout.flush()
-            buffer.write(data.encode("utf-8", "surrogateescape") if isinstance(data, str) else data)
-            buffer.flush()
+        try:
+            _write_stdout(data)
+        except BrokenPipeError:
+            # The reader left (| head); stop Python's own flush at exit from failing on the same pipe.
+            with contextlib.suppress(OSError):
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise OutputWriteError("could not write standard output: the reading end of the pipe was closed") from None
+        except (OSError, ValueError) as err:
+            reason = _reason(err) if isinstance(err, OSError) else str(err)
+            raise OutputWriteError(f"could not write standard output: {reason}") from None
         return
     try:
         atomic_write(path, data)
     except OSError as err:
-        raise OutputWriteError(f"could not write {path}: {_reason(err)}") from None
+        raise OutputWriteError(f"could not write {os.fspath(path)}: {_reason(err)}") from None
+
+
+def _write_stdout(data: bytes | str) -> None:
+    if sys.stdout is None:  # started with standard output closed (1>&-)
+        raise ValueError("it is closed")
+    buffer = getattr(sys.stdout, "buffer", None)
+    if buffer is None:  # a text-only stream put in place of stdout (io.StringIO)
+        sys.stdout.write(data if isinstance(data, str) else data.decode("utf-8", "surrogateescape"))
+        return
+    sys.stdout.flush()
+    buffer.write(data.encode("utf-8", "surrogateescape") if isinstance(data, str) else data)
+    buffer.flush()

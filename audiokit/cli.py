@@ -150,8 +150,8 @@ def _render_tags(records: list[dict[str, Any]], fmt: str) -> str:
 
 
 def _emit(text: str | bytes, output: str | None) -> None:
-    write_output(output or STDOUT, text)
-    if output and output != STDOUT:
+    write_output(STDOUT if output is None else output, text)
+    if output not in (None, STDOUT):
         _logger.info("wrote %s", output)
 
 
@@ -162,8 +162,12 @@ def _inputs_and_destination(args: argparse.Namespace) -> list[Path]:
     paths = expand_inputs(args.inputs, recursive=args.recursive)
     if not paths:
         raise CliError("no input files")
-    if args.output:
-        check_output_path(args.output, paths, what="--output")
+    if args.output is not None:
+        # Everything the run reads is an input: results written over the weights would be as lost as over the audio.
+        read = [*paths, *([args.checkpoint] if args.checkpoint else [])]
+        if args.model.startswith("local-dir:"):
+            read += list(Path(args.model[len("local-dir:") :]).expanduser().glob("*"))
+        check_output_path(args.output, read, what="--output")
     return paths
 
 
@@ -196,6 +200,8 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
     from .inference import embed, load_model
 
+    if args.output == STDOUT and sys.stdout.isatty():
+        raise CliError("--output -: refusing to write a binary .npz to a terminal; redirect it or give a file name")
     paths = _inputs_and_destination(args)
     model = load_model(args.model, args.checkpoint)
     result = embed(paths, model, window=args.window, hop=args.hop, layer=args.layer, frame_level=args.frame_level,

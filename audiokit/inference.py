@@ -80,8 +80,9 @@ def expand_inputs(inputs: Iterable[str | os.PathLike[str]], recursive: bool = Fa
 
     A directory and a pattern follow the same rules: ``**`` descends into real sub-directories only, never through a
     symlink to a directory (a link back to a parent would be an endless cycle), and each real file comes once, under
-    the first name found for it. A name that matches nothing, or that the OS refuses (too long, unreadable), is kept,
-    so that it is reported for that file rather than silently dropped or ending the run.
+    the first name found for it within that directory or pattern (a symlink beside its target is the same file). A
+    name that matches nothing, or that the OS refuses (too long, unreadable), is kept, so that it is reported for that
+    file rather than silently dropped or ending the run.
     """
     paths: list[Path] = []
     for item in inputs:
@@ -116,19 +117,38 @@ def _is_dir(path: Path) -> bool:
 
 
 def _glob(pattern: str, recursive: bool) -> list[Path]:
-    """Files matching ``pattern``, expanded with pathlib from its longest literal prefix (pathlib's ``**`` does not
-    follow symlinked directories, unlike ``glob.glob``'s)."""
-    parts = Path(pattern).parts
+    """Files matching ``pattern`` with ``glob.glob``'s meaning, expanded by pathlib from the pattern's literal prefix
+    (pathlib's ``**`` does not follow symlinked directories, ``glob.glob``'s does, endlessly on a cycle). As with
+    ``glob.glob``, wildcards skip names starting with a dot unless the pattern spells the dot, and the matches keep the
+    prefix as typed (``./``, ``~`` expanded)."""
+    parts = pattern.split("/")
     literal = 0
     while literal < len(parts) - 1 and not glob.has_magic(parts[literal]):
         literal += 1
-    base = Path(*parts[:literal]) if literal else Path(".")
-    rest = "/".join(parts[literal:])
+    prefix = "/".join(parts[:literal])
+    if literal == 1 and parts[0] == "":
+        prefix = "/"
+    rest = [p for p in parts[literal:] if p]
     if not recursive:
-        # glob.glob without recursive=True reads "**" as "*"; keep that meaning.
-        rest = rest.replace("**", "*")
+        rest = [p.replace("**", "*") for p in rest]  # glob.glob without recursive=True reads "**" as "*"
+    else:
+        # "**" is special only as a whole component; glob.glob reads it as "*" inside a name (pathlib refuses it), and
+        # a trailing "**" lists files too (pathlib's lists directories only).
+        rest = [p if p == "**" else p.replace("**", "*") for p in rest]
+        if rest and rest[-1] == "**":
+            rest.append("*")
+    if not rest:
+        return []
+    base = Path(prefix) if prefix else Path(".")
+    spells_dot = any(p.startswith(".") for p in rest)
     try:
-        return _unique_files(base.glob(rest))
+        found = []
+        for match in base.glob("/".join(rest)):
+            relative = match.relative_to(base)
+            if not spells_dot and any(part.startswith(".") for part in relative.parts):
+                continue
+            found.append(Path(os.path.join(prefix, relative)) if prefix else relative)
+        return _unique_files(found)
     except (OSError, ValueError):
         return []
 
@@ -300,9 +320,13 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
         device = torch.device(device)
     except (RuntimeError, TypeError):
         raise ValueError(f"unknown device {str(device)!r}: use auto, cpu, cuda or cuda:N") from None
+    if device.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise ValueError("--device mps was requested but this machine has no MPS (Apple GPU) device")
+        return device
     if device.type not in ("cpu", "cuda"):
-        # meta tensors hold no values; other backends are not what the runner was built and tested for
-        raise ValueError(f"device {str(device)!r} is not supported for inference: use auto, cpu, cuda or cuda:N")
+        # meta tensors hold no values; other backends are not what the runner was built for
+        raise ValueError(f"device {str(device)!r} is not supported for inference: use auto, cpu, cuda[:N] or mps")
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise ValueError("--device cuda was requested but no CUDA device is available")
@@ -694,6 +718,7 @@ class InferenceRunner:
             window, hop = plan
             peak = 0.0
             count = 0
+            result.warnings.extend(audio_warnings(path, info))
             chunks = stream_audio(path, self.sample_rate, block_seconds=max(10.0, 2 * window / self.sample_rate))
             for start, end, samples in _stream_windows(chunks, window, hop, self.model.min_samples):
                 peak = max(peak, float(np.abs(samples).max()))

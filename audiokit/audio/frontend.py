@@ -150,15 +150,19 @@ class LogMelFrontend(nn.Module):
         if (cfg.win_length or cfg.n_fft) > cfg.n_fft:
             raise ValueError(f"win_length {cfg.win_length} exceeds n_fft {cfg.n_fft}")
         persistent = cfg.stored_in_checkpoint
-        if cfg.stft == "dft_conv":
-            real, imag = dft_matrices(cfg)
-            self.register_buffer("dft_real", real, persistent=persistent)
-            self.register_buffer("dft_imag", imag, persistent=persistent)
-        else:
-            win_length = cfg.win_length or cfg.n_fft
-            window = torch.hann_window(win_length, periodic=cfg.window == "hann")
-            self.register_buffer("window", window, persistent=False)
-        self.register_buffer("mel_fb", mel_filterbank(cfg), persistent=persistent)
+        # On the host whatever device the model is being built on: the matrices come from numpy and torchaudio, which
+        # need values (a model sized on the meta device, as local-dir loading does first, still has a real frontend;
+        # FrontendCfg's bounds keep it small).
+        with torch.device("cpu"):
+            if cfg.stft == "dft_conv":
+                real, imag = dft_matrices(cfg)
+                self.register_buffer("dft_real", real, persistent=persistent)
+                self.register_buffer("dft_imag", imag, persistent=persistent)
+            else:
+                win_length = cfg.win_length or cfg.n_fft
+                window = torch.hann_window(win_length, periodic=cfg.window == "hann")
+                self.register_buffer("window", window, persistent=False)
+            self.register_buffer("mel_fb", mel_filterbank(cfg), persistent=persistent)
 
     @property
     def sample_rate(self) -> int:

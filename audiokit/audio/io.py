@@ -51,7 +51,9 @@ def audio_info(path: str | os.PathLike[str]) -> sf._SoundFileInfo:
     try:
         info = sf.info(_sf_path(path))
     except (sf.LibsndfileError, RuntimeError, TypeError) as err:
-        raise AudioLoadError(path, f"not a readable audio file ({_sf_reason(err)})") from None
+        # Only now, on the failure path, is it worth an extra open to tell "permission denied" from a bad file.
+        reason = _unreadable_reason(path)
+        raise AudioLoadError(path, reason or f"not a readable audio file ({_sf_reason(err)})") from None
     if info.samplerate <= 0:
         raise AudioLoadError(path, f"declares an impossible sample rate of {info.samplerate} Hz")
     return info
@@ -70,20 +72,27 @@ _OS_PROBLEMS = {
 def _check_file(path: Path) -> None:
     try:
         st = path.stat()
-        if stat.S_ISREG(st.st_mode):
-            # Opening says what stat cannot: a file the user may not read ("System error." from libsndfile).
-            with open(path, "rb"):
-                pass
     except OSError as err:
         raise AudioLoadError(path, _OS_PROBLEMS.get(err.errno, err.strerror or str(err))) from None
     if stat.S_ISDIR(st.st_mode):
         raise AudioLoadError(path, "is a directory, not an audio file")
     if not stat.S_ISREG(st.st_mode):
         # A FIFO would block the decoder, and /dev/urandom would never end.
-        kind = "a FIFO" if stat.S_ISFIFO(st.st_mode) else "a device" if stat.S_ISCHR(st.st_mode) else "not a file"
+        kinds = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                 (stat.S_ISSOCK, "a socket"))  # fmt: skip
+        kind = next((name for test, name in kinds if test(st.st_mode)), "not a file")
         raise AudioLoadError(path, f"is {kind}, not a regular audio file")
     if st.st_size == 0:
         raise AudioLoadError(path, "file is empty (0 bytes)")
+
+
+def _unreadable_reason(path: Path) -> str | None:
+    """What the OS says when the file is opened, if it refuses (libsndfile only says "System error.")."""
+    try:
+        with open(path, "rb"):
+            return None
+    except OSError as err:
+        return _OS_PROBLEMS.get(err.errno, err.strerror or str(err))
 
 
 def _wav_missing_bytes(path: Path) -> int:
@@ -143,6 +152,8 @@ def audio_warnings(path: str | os.PathLike[str], info: sf._SoundFileInfo) -> lis
 
 
 def _sf_reason(err: BaseException) -> str:
+    if isinstance(getattr(err, "error_string", None), str):  # soundfile >= 0.11: libsndfile's reason alone
+        return err.error_string
     text = str(err)
     # libsndfile messages repeat the path; keep only the reason.
     return text.split(": ", 1)[-1] if ": " in text else text
