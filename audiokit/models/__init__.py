@@ -4,5 +4,7 @@ from . import ast as ast
 from . import bcresnet as bcresnet
 from . import efficientat as efficientat
 from . import panns as panns
+from . import passt as passt
+from . import vggish as vggish
 from . import wav2vec2 as wav2vec2
 from ._base import AudioClassifier as AudioClassifier
