@@ -55,12 +55,15 @@ class FrontendCfg:
 
     ``kind`` selects the pipeline: ``"logmel"`` (STFT -> power -> mel -> log -> affine normalisation),
     ``"kaldi_fbank"`` (Kaldi-compatible log filterbanks computed by ``torchaudio.compliance.kaldi.fbank`` one clip at
-    a time, padded with zeros in the log domain or truncated to ``max_frames``, then the affine normalisation; AST) or
-    ``"waveform"`` (identity, for models that take raw samples). The field names are the project-wide vocabulary
+    a time, padded with zeros in the log domain or truncated to ``max_frames``, then the affine normalisation; AST),
+    ``"vggish"`` (VGGish's own pipeline, in float64: unpadded frames of ``win_length`` with a periodic Hann window,
+    the magnitude of an ``n_fft``-point real FFT, triangles laid out in the HTK mel domain between ``f_min`` and
+    ``f_max`` with the DC bin zeroed, ``log(x + log_offset)``) or ``"waveform"`` (identity, for models that take raw
+    samples). The field names are the project-wide vocabulary
     (dataclass, YAML and CLI alike).
     """
 
-    kind: Literal["logmel", "kaldi_fbank", "waveform"] = "logmel"
+    kind: Literal["logmel", "kaldi_fbank", "vggish", "waveform"] = "logmel"
     sample_rate: int = 32000
     n_fft: int = 1024
     win_length: int | None = None  # None: n_fft
@@ -90,7 +93,7 @@ class FrontendCfg:
     def __post_init__(self) -> None:
         # Every field is checked here rather than where it is used: the frontend's matrices are built from these
         # numbers when a model is constructed, before any weights are compared, so a size has to be sane first.
-        _check_choice("frontend.kind", self.kind, ("logmel", "kaldi_fbank", "waveform"))
+        _check_choice("frontend.kind", self.kind, ("logmel", "kaldi_fbank", "vggish", "waveform"))
         _check_int("frontend.sample_rate", self.sample_rate, *SAMPLE_RATE_RANGE)
         _check_choice("frontend.stft", self.stft, ("fft", "dft_conv"))
         max_n_fft = MAX_DFT_CONV_N_FFT if self.stft == "dft_conv" else MAX_N_FFT
@@ -142,8 +145,8 @@ class FrontendCfg:
         """Fewest samples the frontend accepts (reflect padding needs more than n_fft // 2)."""
         if self.kind == "waveform":
             return 1
-        if self.kind == "kaldi_fbank":
-            return self.win_length or self.n_fft  # Kaldi frames are never padded (snip_edges)
+        if self.kind in ("kaldi_fbank", "vggish"):
+            return self.win_length or self.n_fft  # Kaldi and VGGish frames are never padded
         extra = 1 if self.preemphasis else 0
         return (self.n_fft // 2 + 1 + extra) if self.center else (self.n_fft + extra)
 
@@ -160,6 +163,8 @@ class FrontendCfg:
         if self.kind == "kaldi_fbank":
             frames = 1 + (num_samples - (self.win_length or self.n_fft)) // self.hop_length
             return frames if self.max_frames is None else self.max_frames
+        if self.kind == "vggish":
+            return 1 + (num_samples - (self.win_length or self.n_fft)) // self.hop_length
         n = num_samples - (1 if self.preemphasis else 0)
         if self.center:
             return 1 + n // self.hop_length

@@ -85,6 +85,45 @@ def _check_kaldi_cfg(cfg: FrontendCfg) -> None:
         raise ValueError("invalid kaldi_fbank frontend: " + "; ".join(problems))
 
 
+def htk_mel_domain_filterbank(cfg: FrontendCfg) -> torch.Tensor:
+    """VGGish's mel weights ``(n_freqs, n_mels)`` in float64.
+
+    The ``n_mels + 2`` band edges are equally spaced on the HTK scale ``1127 ln(1 + f / 700)`` between ``f_min`` and
+    ``f_max``; each band is a triangle evaluated in the mel domain (not in Hz, as torchaudio's HTK banks are) at the
+    bins' frequencies ``linspace(0, sample_rate / 2, n_freqs)``, without area normalisation, and the DC bin gets
+    weight zero in every band.
+    """
+    f_max = cfg.f_max if cfg.f_max is not None else cfg.sample_rate / 2
+    bins_mel = 1127.0 * np.log1p(np.linspace(0.0, cfg.sample_rate / 2, cfg.n_freqs) / 700.0)
+    edges = 1127.0 * np.log1p(np.array([cfg.f_min, f_max], dtype=np.float64) / 700.0)
+    points = np.linspace(edges[0], edges[1], cfg.n_mels + 2)
+    low, centre, high = points[:-2], points[1:-1], points[2:]
+    rising = (bins_mel[:, None] - low) / (centre - low)
+    falling = (high - bins_mel[:, None]) / (high - centre)
+    weights = np.maximum(0.0, np.minimum(rising, falling))
+    weights[0, :] = 0.0
+    return torch.from_numpy(weights)
+
+
+def _check_vggish_cfg(cfg: FrontendCfg) -> None:
+    """VGGish's pipeline is fixed apart from its sizes; refuse settings it does not honour rather than ignore them."""
+    problems = []
+    if cfg.center:
+        problems.append("center must be False (VGGish frames are not padded)")
+    if cfg.window != "hann":
+        problems.append("window must be 'hann' (periodic)")
+    if cfg.mel_scale != "htk" or cfg.mel_norm is not None:
+        problems.append("mel_scale must be 'htk' with mel_norm None")
+    if cfg.log != "ln" or cfg.stft != "fft":
+        problems.append("log must be 'ln' and stft 'fft'")
+    if cfg.preemphasis or cfg.stored_in_checkpoint or cfg.max_frames is not None:
+        problems.append("preemphasis, stored_in_checkpoint and max_frames are not part of it")
+    if cfg.mean != 0.0 or cfg.std != 1.0:
+        problems.append("mean must be 0 and std 1 (no normalisation)")
+    if problems:
+        raise ValueError("invalid vggish frontend: " + "; ".join(problems))
+
+
 def kaldi_fbank(waveform: torch.Tensor, cfg: FrontendCfg) -> torch.Tensor:
     """``(B, T)`` float32 waveform -> normalised Kaldi log filterbanks ``(B, n_mels, frames)``.
 
@@ -129,8 +168,9 @@ def kaldi_fbank(waveform: torch.Tensor, cfg: FrontendCfg) -> torch.Tensor:
 class LogMelFrontend(nn.Module):
     """Waveform ``(B, T)`` -> normalised log-mel ``(B, 1, n_mels, frames)``.
 
-    For ``kind="waveform"`` it returns the waveform unchanged. Always computes in float32 (outside autocast), as the
-    originals do, since the log of a half-precision power spectrum loses the quiet bands.
+    For ``kind="waveform"`` it returns the waveform unchanged. Computes in float32 (outside autocast), as the
+    originals do, since the log of a half-precision power spectrum loses the quiet bands; ``kind="vggish"`` computes
+    in float64, as its numpy original does, and returns float32.
     """
 
     def __init__(self, cfg: FrontendCfg):
@@ -141,8 +181,17 @@ class LogMelFrontend(nn.Module):
         if cfg.kind == "kaldi_fbank":
             _check_kaldi_cfg(cfg)
             return
+        if cfg.kind == "vggish":
+            _check_vggish_cfg(cfg)
+            with torch.device("cpu"):
+                window = torch.hann_window(cfg.win_length or cfg.n_fft, periodic=True, dtype=torch.float64)
+                self.register_buffer("window", window, persistent=False)
+                self.register_buffer("mel_fb", htk_mel_domain_filterbank(cfg), persistent=False)
+            return
         if cfg.kind != "logmel":
-            raise ValueError(f"unknown frontend kind {cfg.kind!r}; allowed: 'logmel', 'kaldi_fbank', 'waveform'")
+            raise ValueError(
+                f"unknown frontend kind {cfg.kind!r}; allowed: 'logmel', 'kaldi_fbank', 'vggish', 'waveform'"
+            )
         if cfg.log not in ("db", "ln"):
             raise ValueError(f"unknown log {cfg.log!r}; allowed: 'db', 'ln'")
         if cfg.stft not in ("fft", "dft_conv"):
@@ -209,6 +258,9 @@ class LogMelFrontend(nn.Module):
         if cfg.kind == "kaldi_fbank":
             with torch.autocast(device_type=waveform.device.type, enabled=False):
                 return kaldi_fbank(waveform.float(), cfg)[:, None]
+        if cfg.kind == "vggish":
+            with torch.autocast(device_type=waveform.device.type, enabled=False):
+                return self.vggish_logmel(waveform)[:, None]
         with torch.autocast(device_type=waveform.device.type, enabled=False):
             power = self.power_spectrogram(waveform.float())
             mel = torch.matmul(power.transpose(1, 2), self.mel_fb).transpose(1, 2)  # (B, n_mels, frames)
@@ -220,10 +272,30 @@ class LogMelFrontend(nn.Module):
                 logmel = (logmel - cfg.mean) / cfg.std
         return logmel[:, None]
 
+    def vggish_logmel(self, waveform: torch.Tensor) -> torch.Tensor:
+        """``(B, T)`` -> VGGish log-mel ``(B, n_mels, frames)`` in float32, computed in float64 as the original's numpy
+        code is (float32 maths moves quiet bands by up to ~1e-4: the log's slope there is ``1 / log_offset``).
+
+        Frames of ``win_length`` every ``hop_length`` samples, incomplete ones dropped; periodic Hann; ``|rfft|`` of
+        ``n_fft`` points (the frame zero-padded at its end); mel weights; ``log(mel + log_offset)``. Devices without
+        float64 (MPS) compute in float32.
+        """
+        cfg = self.cfg
+        dtype = torch.float32 if waveform.device.type == "mps" else torch.float64
+        frames = waveform.to(dtype).unfold(-1, cfg.win_length or cfg.n_fft, cfg.hop_length)  # (B, frames, win)
+        spectrum = torch.fft.rfft(frames * self.window.to(dtype), n=cfg.n_fft).abs()  # (B, frames, n_freqs)
+        mel = torch.matmul(spectrum, self.mel_fb.to(dtype))
+        return torch.log(mel + cfg.log_offset).transpose(1, 2).float()
+
     def extra_repr(self) -> str:
         c = self.cfg
         if c.kind == "waveform":
             return "waveform"
+        if c.kind == "vggish":
+            return (
+                f"vggish, sr={c.sample_rate}, win={c.win_length or c.n_fft}, hop={c.hop_length}, n_fft={c.n_fft}, "
+                f"mels={c.n_mels} ({math.floor(c.f_min)}-{math.floor(c.f_max or c.sample_rate / 2)} Hz), float64"
+            )
         if c.kind == "kaldi_fbank":
             return (
                 f"kaldi_fbank, sr={c.sample_rate}, win={c.win_length or c.n_fft}, hop={c.hop_length}, mels={c.n_mels}, "
