@@ -287,6 +287,20 @@ def test_postprocess_matches_the_reference(model, checkpoint, waves, tmp_path):
     assert post.model_kwargs["pca_params_path"] == str(pca_path)
 
 
+@pytest.mark.slow
+def test_postprocessing_model_round_trips_through_save_pretrained(checkpoint, waves, tmp_path):
+    """The saved config records the PCA file's path (a string) and the reload reads it again, also while the builder
+    sizes the model on the meta device."""
+    pca_path = tmp_path / "pca.pth"
+    write_pca_file(pca_path, seed=2)
+    post = ak.create_model(NAME, checkpoint_path=checkpoint, postprocess=True, pca_params_path=pca_path).eval()
+    post.save_pretrained(tmp_path / "saved")
+    again = ak.create_model(f"local-dir:{tmp_path / 'saved'}").eval()
+    assert again.postprocess and again.model_kwargs == {"postprocess": True, "pca_params_path": str(pca_path)}
+    with torch.no_grad():
+        assert torch.equal(post.embed_frames(waves), again.embed_frames(waves))
+
+
 # -- fine-tuning -------------------------------------------------------------------------------------------------------
 def test_new_head_on_the_embedding_trains(checkpoint, waves):
     net = ak.create_model(NAME, checkpoint_path=checkpoint, num_classes=4, label_names=list("abcd"))

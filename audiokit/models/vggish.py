@@ -173,7 +173,10 @@ class VGGish(AudioClassifier):
         self.postprocess = postprocess
         if postprocess:
             assert pca_params_path is not None
-            vectors, means = load_pca_params(pca_params_path)
+            # On the host whatever device the model is being built on (the builder sizes saved models on the meta
+            # device first): the parameters are values read from a file.
+            with torch.device("cpu"):
+                vectors, means = load_pca_params(pca_params_path)
             self.register_buffer("pca_eigen_vectors", vectors, persistent=False)
             self.register_buffer("pca_means", means, persistent=False)
 
