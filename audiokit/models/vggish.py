@@ -19,6 +19,8 @@ The audiokit contract on top of that:
 
 Input shorter than one example (15,600 samples, 0.975 s) is zero-padded to one example with a warning (upstream
 raises). Every clip of a batch has the same length, so the example count and the output shapes are uniform.
+Files at other rates are resampled by audiokit's loader (soxr), not by resampy's ``kaiser_best`` filter as upstream's
+``vggish_input`` does, so their embeddings differ slightly from upstream's; 16 kHz input is processed identically.
 
 Optional postprocessing (``postprocess=True, pca_params_path=...``): the released PCA file (a dict of float64 numpy
 arrays written by ``torch.save``) is read with ``torch.load(weights_only=True)`` allowing only the numpy globals those
