@@ -228,6 +228,10 @@ class _StoragelessBuild(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
+        if getattr(func, "__name__", "") == "_set_grad_enabled":
+            # torch.no_grad's __exit__ restores the grad mode through here: refusing it would leave autograd off for
+            # the whole process.
+            return func(*args, **kwargs)
         self.operations += 1
         if self.operations > MAX_BLUEPRINT_OPERATIONS:
             raise ValueError(
@@ -250,8 +254,12 @@ class _StoragelessBuild(TorchFunctionMode):
 @contextlib.contextmanager
 def _without_storage() -> Iterator[None]:
     """Tensors created in this context are meta tensors (shape and dtype only), apart from the frontend's."""
-    with torch.device("meta"), _StoragelessBuild():
-        yield
+    grad_enabled = torch.is_grad_enabled()
+    try:
+        with torch.device("meta"), _StoragelessBuild():
+            yield
+    finally:
+        torch.set_grad_enabled(grad_enabled)  # whatever a build interrupted half-way had switched
 
 
 def build_model(pretrained_cfg: PretrainedCfg, **kwargs: Any) -> AudioClassifier:

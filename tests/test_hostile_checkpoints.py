@@ -233,6 +233,7 @@ def test_architecture_arguments_in_a_saved_config_are_bounded(tmp_path, kwargs, 
     assert message.startswith(f"{tmp_path / 'config.json'}: cannot build wav2vec2_base"), message
     for word in words:
         assert word in message, message
+    assert torch.is_grad_enabled(), "the refused build left autograd switched off"
 
 
 @pytest.mark.parametrize(
