@@ -467,7 +467,8 @@ default_cfgs: list[PretrainedCfg] = [
         tag="audioset_kd",
         audioset_map=0.47,
         depth=7,
-        notes="upstream passt_l_kd_p16_128_ap47: PaSST-S with 7 blocks, stride 10, knowledge distillation.",
+        notes="upstream passt_l_kd_p16_128_ap47: PaSST-S with 7 blocks, stride 10, knowledge distillation "
+        "(mAP .47 from the file name; upstream's loader message says .4708).",
     ),
 ]
 register_pretrained_cfgs(default_cfgs)
@@ -522,6 +523,6 @@ def passt_s_30s(pretrained_cfg: PretrainedCfg, **kwargs: Any) -> PaSST:
 
 @register_model
 def passt_l(pretrained_cfg: PretrainedCfg, **kwargs: Any) -> PaSST:
-    """PaSST-L (upstream's name for the 7-block model), patch stride 10, 12 x 99 grid."""
+    """PaSST-L ("light" in upstream's words: PaSST-S cut to 7 blocks), patch stride 10, 12 x 99 grid (50.7 M)."""
     kwargs.setdefault("depth", 7)
     return _create(pretrained_cfg, 10, **kwargs)
