@@ -294,6 +294,8 @@ def test_reset_classifier(tmp_path):
     model.reset_classifier(10, label_names=[f"c{i}" for i in range(10)])
     assert isinstance(model.head[0], torch.nn.LayerNorm) and torch.equal(model.head[0].weight, sd["head.0.weight"])
     assert model.head[1].out_features == 10 and model.head_dist.out_features == 10
+    head = model.get_classifier()  # stands for a Linear where audiokit expects one
+    assert head.out_features == 10 and head.in_features == 64 and head.weight is model.head[1].weight
     fresh = ak.create_model("passt_s.audioset", num_classes=10, **TINY)
     assert {k: v.shape for k, v in model.state_dict().items()} == {k: v.shape for k, v in fresh.state_dict().items()}
     with torch.no_grad():

@@ -43,7 +43,7 @@ from .._registry import register_model, register_pretrained_cfgs
 from ..layers import HeadConfig
 from ._base import AudioClassifier
 
-__all__ = ["PaSST", "checkpoint_filter_fn", "passt_frontend"]
+__all__ = ["NormLinearHead", "PaSST", "checkpoint_filter_fn", "count_params", "passt_frontend"]
 
 _logger = logging.getLogger(__name__)
 
@@ -64,6 +64,31 @@ class PatchEmbed(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.proj(x)
+
+
+class NormLinearHead(nn.Sequential):
+    """The released classifier: ``0`` LayerNorm (eps 1e-5) then ``1`` Linear. It exposes the Linear's ``weight``,
+    ``bias``, ``in_features`` and ``out_features``, so it stands wherever audiokit expects a final Linear layer, while
+    the embedding that feeds it stays upstream's features (the mean of the two tokens, before the LayerNorm)."""
+
+    def __init__(self, in_features: int, out_features: int, norm: nn.LayerNorm | None = None):
+        super().__init__(norm or nn.LayerNorm(in_features, eps=HEAD_LN_EPS), nn.Linear(in_features, out_features))
+
+    @property
+    def weight(self) -> nn.Parameter:
+        return self[1].weight
+
+    @property
+    def bias(self) -> nn.Parameter:
+        return self[1].bias
+
+    @property
+    def in_features(self) -> int:
+        return self[1].in_features
+
+    @property
+    def out_features(self) -> int:
+        return self[1].out_features
 
 
 def _keep_random(size: int, drop: int) -> torch.Tensor:
@@ -152,12 +177,8 @@ class PaSST(AudioClassifier):
         self.head_dist: nn.Module = nn.Linear(embed_dim, n) if n > 0 else nn.Identity()  # stored, never used
         self._init_weights()
 
-    def _linear_head(self, num_classes: int, norm: nn.Module | None = None) -> nn.Module:
-        if num_classes == 0:
-            return nn.Identity()
-        return nn.Sequential(
-            norm or nn.LayerNorm(self.embed_dim, eps=HEAD_LN_EPS), nn.Linear(self.embed_dim, num_classes)
-        )
+    def _linear_head(self, num_classes: int, norm: nn.LayerNorm | None = None) -> nn.Module:
+        return NormLinearHead(self.embed_dim, num_classes, norm) if num_classes > 0 else nn.Identity()
 
     def _init_weights(self) -> None:
         for p in (
@@ -256,7 +277,7 @@ class PaSST(AudioClassifier):
         super().reset_classifier(num_classes, label_names, head)
         reference = next(self.get_classifier().parameters(), None)
         if head is None and num_classes > 0:
-            norm = old[0] if isinstance(old, nn.Sequential) and isinstance(old[0], nn.LayerNorm) else None
+            norm = old[0] if isinstance(old, NormLinearHead) else None
             new = self._linear_head(num_classes, norm)
             if reference is not None:
                 new = new.to(device=reference.device, dtype=reference.dtype)
