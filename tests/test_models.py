@@ -19,7 +19,10 @@ from tests._calibration import informative
 ALL_MODELS = ak.list_models()
 BIG = {"efficientat_mn30", "efficientat_mn40", "efficientat_dymn20", "panns_cnn14", "panns_cnn14_16k",
        "panns_wavegram_logmel_cnn14", "ast_base", "ast_base_12x12", "ast_base_14x14", "ast_base_16x16",
-       "wav2vec2_base"}  # fmt: skip
+       "wav2vec2_base", "vggish"}  # fmt: skip
+# PaSST: every variant is a ViT-B (or the 7-block PaSST-L) at ~5-20 s a forward here; tests/test_passt.py checks the
+# family on a small configuration in the default run.
+BIG |= {name.split(".")[0] for name in ak.list_models("passt_*")}
 
 
 def _marks(name: str):
@@ -32,8 +35,20 @@ SWEEP = [pytest.param(name, marks=_marks(name), id=name) for name in ALL_MODELS]
 # parity with an independent forward). Running the rest of the contract on them repeats ast_base's code path at
 # ~20 s each on 2 CPU cores.
 AST_STRIDE_VARIANTS = ("ast_base_12x12", "ast_base_14x14", "ast_base_16x16")
-CONTRACT_SWEEP = [param for param in SWEEP if param.values[0].split(".")[0] not in AST_STRIDE_VARIANTS]
+# PaSST likewise: every variant is the one PaSST module with another stride, input length, depth or frontend hop; the
+# contract runs on passt_s.audioset (at 10-40 s a ViT-B forward here; the family's numerics are tested on a small
+# configuration in tests/test_passt.py), the variants are checked for what is theirs: size and positional grid.
+PASST_VARIANTS = [p for p in SWEEP if p.values[0].startswith("passt_") and p.values[0] != "passt_s.audioset"]
+CONTRACT_SWEEP = [
+    param
+    for param in SWEEP
+    if param.values[0].split(".")[0] not in AST_STRIDE_VARIANTS and param not in PASST_VARIANTS
+]
 AST_VARIANT_SWEEP = [param for param in SWEEP if param.values[0].split(".")[0] in AST_STRIDE_VARIANTS]
+# input_tdim (frames the grid was made for) and stride of each release, from the PaSST repository's default_cfgs.
+PASST_GRIDS = {"passt_s": (998, 10), "passt_s_s12": (998, 12), "passt_s_s14": (998, 14), "passt_s_s16": (998, 16),
+               "passt_s_20s": (2000, 10), "passt_s_30s": (3000, 10), "passt_l": (998, 10)}  # fmt: skip
+PASST_HOP_GRIDS = {"audioset_hop100": 3200, "audioset_hop160": 2000}
 
 
 def _random_model(name: str) -> torch.nn.Module:
@@ -113,6 +128,19 @@ def test_ast_stride_variants_at_their_full_input(name):
         logits = model(wave)
     assert logits.shape == (2, cfg.num_classes) and torch.isfinite(logits).all()
     assert (logits[0] - logits[1]).abs().max() > 1e-3  # the whole grid reaches the output: the clips differ
+
+
+@pytest.mark.parametrize("name", PASST_VARIANTS)
+def test_passt_variants_have_their_size_and_grid(name):
+    arch, tag = name.split(".")
+    tdim, stride = PASST_GRIDS[arch]
+    tdim = PASST_HOP_GRIDS.get(tag, tdim)
+    with torch.device("meta"):  # shapes only: a ViT-B's random initialisation costs seconds on 2 cores
+        model = ak.create_model(name)
+    assert sum(p.numel() for p in model.parameters()) == ak.get_pretrained_cfg(name).num_params
+    assert tuple(model.time_new_pos_embed.shape) == (1, 768, 1, tdim // stride)
+    assert tuple(model.freq_new_pos_embed.shape) == (1, 768, 128 // stride, 1)
+    assert len(model.blocks) == (7 if arch == "passt_l" else 12)
 
 
 @pytest.mark.parametrize("name", CONTRACT_SWEEP)
