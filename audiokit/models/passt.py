@@ -42,6 +42,7 @@ from .._pretrained import FrontendCfg, PretrainedCfg
 from .._registry import register_model, register_pretrained_cfgs
 from ..layers import HeadConfig
 from ._base import AudioClassifier
+from .efficientat import efficientat_frontend
 
 __all__ = ["NormLinearHead", "PaSST", "checkpoint_filter_fn", "count_params", "passt_frontend"]
 
@@ -322,33 +323,11 @@ _PAPER = (
 
 
 def passt_frontend(hop_length: int = 320) -> FrontendCfg:
-    """PaSST's evaluation frontend (``AugmentMelSTFT`` in eval mode), 32 kHz; the same as EfficientAT's.
-
-    Pre-emphasis 0.97 (drops one sample), STFT n_fft 1024 with a symmetric Hann window of 800 centred in it, reflect
-    padding, frames every ``hop_length`` samples, power, 128 Kaldi mel banks 0-15 kHz (the Nyquist bin weighted 0),
-    ``ln(x + 1e-5)``, then ``(x + 4.5) / 5``. Training-mode jitter of the band edges and masking are not applied.
+    """PaSST's evaluation frontend (``AugmentMelSTFT`` in eval mode), 32 kHz: the same module and settings as
+    EfficientAT's (both come from the same authors' code), so it is ``efficientat_frontend`` with 128 mel bands.
+    Training-mode jitter of the band edges and masking are not applied.
     """
-    return FrontendCfg(
-        kind="logmel",
-        sample_rate=32000,
-        n_fft=1024,
-        win_length=800,
-        hop_length=hop_length,
-        n_mels=128,
-        f_min=0.0,
-        f_max=15000.0,
-        window="hann_symmetric",
-        center=True,
-        pad_mode="reflect",
-        preemphasis=0.97,
-        stft="fft",
-        mel_scale="kaldi",
-        mel_norm=None,
-        log="ln",
-        log_offset=1e-5,
-        mean=-4.5,
-        std=5.0,
-    )
+    return efficientat_frontend(hop_length=hop_length, n_mels=128)
 
 
 def count_params(
