@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 
 import pytest
+import soundfile as sf
 import torch
 import torch.nn.functional as F
 from torchaudio.compliance import kaldi
@@ -134,7 +135,7 @@ def release_state_dict(grid: tuple[int, int], dim: int = 64, depth: int = 2, cla
 
 
 def reference_forward(sd: dict, logmel: torch.Tensor, stride: int, heads: int = HEADS):
-    """PaSST as zoo2.md describes it, in float64 functional ops. Returns (logits, features)."""
+    """PaSST as zoo2.md describes it, in float64 functional ops. Returns (logits, features, final-norm tokens)."""
     w = {k: v.double() for k, v in sd.items()}
     x = F.conv2d(logmel.double(), w["patch_embed.proj.weight"], w["patch_embed.proj.bias"], stride=stride)
     b, d, _, t = x.shape
@@ -162,7 +163,7 @@ def reference_forward(sd: dict, logmel: torch.Tensor, stride: int, heads: int = 
     features = (x[:, 0] + x[:, 1]) / 2
     logits = F.linear(F.layer_norm(features, (d,), w["head.0.weight"], w["head.0.bias"], eps=1e-5),
                       w["head.1.weight"], w["head.1.bias"])  # fmt: skip
-    return logits, features
+    return logits, features, x
 
 
 def _grid(name: str) -> tuple[int, int]:
@@ -205,12 +206,38 @@ def test_release_checkpoint_parity(name, seconds, columns, tmp_path):
     with torch.no_grad():
         logits = model(wave)
         embedding = model.embed(wave)
-        ref_logits, ref_features = reference_forward(sd, logmel, stride)
+        ref_logits, ref_features, _ = reference_forward(sd, logmel, stride)
     assert logits.shape == (wave.shape[0], 527) and embedding.shape == (wave.shape[0], 64)
     err = max((logits.double() - ref_logits).abs().max().item(), (embedding.double() - ref_features).abs().max().item())
     assert err < 1e-4, err
     assert (logits.abs().max() > 0.1 and (logits[0] - logits[-1]).abs().max() > 1e-2) or wave.shape[0] == 1
     torch.testing.assert_close(model.get_classifier()(embedding), logits)
+
+
+@pytest.mark.parametrize(("name", "seconds"), [("passt_s.audioset", 3.0), ("passt_s_s16.audioset", 10.0)])
+def test_embed_frames_are_the_patch_columns(name, seconds, tmp_path):
+    """One row per time column: the column's patch tokens (frequency-major after the two global tokens) averaged over
+    its 12 (s16: 8) frequency rows, starting every tstride hops; and the frame-level ``ak.embed`` gives those rows."""
+    model, sd = _loaded(name, tmp_path)
+    stride = VARIANTS[name][0]
+    wave = _wave(seconds)
+    with torch.no_grad():
+        frames = model.embed_frames(wave)
+        _, _, tokens = reference_forward(sd, model.frontend(wave), stride)
+    rows = 128 // stride
+    columns = (tokens.shape[1] - 2) // rows
+    expected = tokens[:, 2:].reshape(wave.shape[0], rows, columns, -1).mean(dim=1)
+    assert frames.shape == expected.shape and columns == (model.frontend(wave).shape[-1] - 16) // stride + 1
+    assert (frames.double() - expected).abs().max().item() < 1e-4
+    assert (frames[:, 0] - frames[:, -1]).abs().max() > 1e-2  # the columns differ: not one vector repeated
+    assert model.frame_hop_seconds == pytest.approx(stride * 320 / SR)
+
+    path = tmp_path / "clip.wav"
+    sf.write(path, wave[0].numpy(), SR, subtype="FLOAT")  # float samples: the file holds exactly ``wave[0]``
+    result = ak.embed([path], model=model, frame_level=True)
+    assert result.vectors.shape == (columns, 64)
+    assert result.starts[1] == pytest.approx(stride * 0.01)
+    assert abs(result.vectors - frames[0].numpy()).max() < 1e-4
 
 
 def test_head_dist_is_loaded_but_unused(tmp_path):

@@ -12,6 +12,9 @@ files (kkoutini/PaSST GitHub releases, flat state dicts, also used by ``hear21pa
     ``new_pos_embed`` vector) -> ``blocks`` (timm ViT blocks) -> ``norm`` -> mean of the two token outputs
     (``embed``, ``num_features`` = 768) -> ``head`` (LayerNorm eps 1e-5, Linear): logits.
 
+``embed_frames`` gives one embedding per patch column (the patch tokens of a time column averaged over its frequency
+rows), every ``frame_hop_seconds`` = ``tstride`` hops (0.1 s).
+
 ``head_dist`` (the distillation head of DeiT) is stored in every release and kept so that those files load
 strictly, but forward does not use it, as upstream's inference does not.
 
@@ -260,6 +263,28 @@ class PaSST(AudioClassifier):
     def forward_pre_logits(self, features: torch.Tensor) -> torch.Tensor:
         """Tokens -> embedding ``(B, D)``: the mean of the cls and distillation token outputs (upstream's features)."""
         return (features[:, 0] + features[:, 1]) / 2
+
+    @property
+    def frame_hop_seconds(self) -> float:
+        """Seconds between consecutive patch columns (the rows of ``embed_frames``): ``tstride`` STFT hops, 0.1 s."""
+        return self.tstride * self.frontend_cfg.hop_length / self.sample_rate
+
+    @torch.no_grad()
+    def embed_frames(self, waveform: torch.Tensor, layer: int | None = None) -> torch.Tensor:
+        """Per-time embeddings ``(B, columns, D)``: the final-norm patch tokens of each time column averaged over its
+        frequency rows, one row every ``frame_hop_seconds``; row ``i`` covers STFT frames ``i * tstride`` to
+        ``i * tstride + patch_size - 1`` (0.1 s steps, 0.16 s wide at hop 320). PaSST has no per-time output of its
+        own (its logits come from the two global tokens); this is the patch-level view that transfer work on it uses.
+        ``layer`` is not supported (the last block's output, after the final norm)."""
+        if layer is not None:
+            raise ValueError("PaSST's frame embeddings are the last block's (layer must be None)")
+        if self.training and (self.s_patchout_t or self.s_patchout_f):
+            raise ValueError("embed_frames needs the whole patch grid: call model.eval() (patchout is on in training)")
+        tokens = self.forward_features(self.prepare_waveform(waveform))[:, 2:]
+        b, n, d = tokens.shape
+        rows = self.patch_grid[0]
+        # Tokens are frequency-major (row by row), so a reshape to (rows, columns) recovers the grid.
+        return tokens.reshape(b, rows, n // rows, d).mean(dim=1)
 
     # -- classifier ------------------------------------------------------------------------------------------------
     def reset_classifier(
