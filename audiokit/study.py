@@ -98,6 +98,11 @@ def _diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
     return [] if a == b else [prefix.rstrip(".")]
 
 
+def _number(value: Any) -> float:
+    """A metric read back from JSON: run files write an undefined value (NaN) as null."""
+    return float("nan") if value is None else float(value)
+
+
 def _load_cell(run_dir: Path, summary: dict[str, Any]) -> dict[str, Any]:
     """Per-split histories and the cell's scalars: final / best metric, final val loss, train seconds, diagnostics."""
     metric = summary["metric"]
@@ -109,11 +114,11 @@ def _load_cell(run_dir: Path, summary: dict[str, Any]) -> dict[str, Any]:
             diagnostics.setdefault(k, []).append(v)
     return {
         "metric": metric,
-        "final": float(summary["final"]["mean"]),
-        "best": float(summary["best_epoch"]["mean"]),
-        "final_val_loss": float(np.mean([r["val_loss"] for r in lasts])) if lasts else float("nan"),
+        "final": _number(summary["final"]["mean"]),
+        "best": _number(summary["best_epoch"]["mean"]),
+        "final_val_loss": float(np.mean([_number(r.get("val_loss")) for r in lasts])) if lasts else float("nan"),
         # total training time of the cell (all epochs, all splits); excludes validation
-        "train_seconds": float(sum(r.get("train_seconds", 0.0) for h in histories.values() for r in h)),
+        "train_seconds": float(sum(r.get("train_seconds") or 0.0 for h in histories.values() for r in h)),
         "diagnostics": {k: float(np.mean(v)) for k, v in diagnostics.items()},
         "histories": histories,
     }

@@ -168,3 +168,24 @@ def test_cli_seed_parsing_and_argument_errors(capsys):
             _parse_seeds(bad)
     assert main(["compare-activations", "c.yaml", "--activations", "relu", "--output", "o"]) == 2
     assert "at least two" in capsys.readouterr().err
+
+
+def test_undefined_metrics_are_strict_json_and_read_back_as_nan(tmp_path):
+    """A metric that is undefined (mAP of a class without positives: NaN) is written as null, which strict JSON
+    parsers accept, and the study reads it back as NaN rather than failing on ``float(None)``."""
+    from audiokit.train.loop import _append_jsonl
+
+    split = tmp_path / "fold1"
+    split.mkdir()
+    _append_jsonl(split / "metrics.jsonl", {"epoch": 1, "val_loss": float("nan"), "val_map": 0.5, "train_seconds": 2.0})
+
+    def refuse(token):
+        raise ValueError(f"non-standard JSON token {token}")
+
+    line = (split / "metrics.jsonl").read_text()
+    assert json.loads(line, parse_constant=refuse)["val_loss"] is None
+    summary = {"metric": "val_map", "splits": ["fold1"], "final": {"mean": None, "std": None},
+               "best_epoch": {"mean": 0.5, "std": 0.0}}  # fmt: skip
+    cell = study._load_cell(tmp_path, summary)
+    assert np.isnan(cell["final"]) and cell["best"] == 0.5 and np.isnan(cell["final_val_loss"])
+    assert cell["train_seconds"] == 2.0

@@ -31,7 +31,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from .._builder import create_model
-from .._fileio import atomic_write
+from .._fileio import atomic_write, to_json
 from ..models._base import AudioClassifier
 from .config import ConfigError, RunConfig, TrainConfig, check_output_directory, check_values
 from .data import ClipDataset, ClipList, DecodedClips, decode_clips, default_cache_dir, holdout_split, read_clips
@@ -281,7 +281,7 @@ def _save_state(directory: Path, model: AudioClassifier, payload: dict[str, Any]
 
 def _append_jsonl(path: Path, record: dict[str, Any]) -> None:
     with path.open("a") as f:
-        f.write(json.dumps(record) + "\n")
+        f.write(to_json(record) + "\n")
         f.flush()
         os.fsync(f.fileno())
 
@@ -377,7 +377,7 @@ def fit(
         out_dir.mkdir(parents=True, exist_ok=True)
         # On resume the file is rewritten from the checkpoint's history: an epoch that finished after the last
         # checkpoint was written is run again and must not appear twice.
-        metrics_lines = "".join(json.dumps(record) + "\n" for record in result.history)
+        metrics_lines = "".join(to_json(record) + "\n" for record in result.history)
         atomic_write(out_dir / "metrics.jsonl", metrics_lines.encode())
 
     augment = BatchAugment(cfg, model)
@@ -675,7 +675,7 @@ def _run_splits(cfg: RunConfig, run_dir: Path, splits: dict[str, tuple[list[int]
                 "val_clips": len(val_rows),
                 "skipped_clips": len(decoded.failed),
             }
-            atomic_write(summary_path, (json.dumps(summary, indent=2) + "\n").encode())
+            atomic_write(summary_path, (to_json(summary, indent=2) + "\n").encode())
             fold_summaries[name] = summary
     summary: dict[str, Any] = {}
     if info.is_main:
@@ -689,7 +689,7 @@ def _run_splits(cfg: RunConfig, run_dir: Path, splits: dict[str, tuple[list[int]
             "note": "'final' is the last epoch's score; 'best_epoch' picks the epoch on the evaluation split itself "
             "and is therefore optimistic.",
         }
-        atomic_write(run_dir / "summary.json", (json.dumps(summary, indent=2) + "\n").encode())
+        atomic_write(run_dir / "summary.json", (to_json(summary, indent=2) + "\n").encode())
         f = summary["final"]
         print(f"{run_dir}: {metric} {f['mean']:.4f} ± {f['std']:.4f} over {len(fold_summaries)} split(s)",
               file=sys.stderr)  # fmt: skip
