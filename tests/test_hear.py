@@ -1,0 +1,129 @@
+"""The HEAR 2021 API (audiokit.hear): the rules hear-eval-kit relies on, and the embeddings it returns re-derived here.
+
+HEAR's rules (the competition's API page, and what ``hearvalidator`` checks): ``load_model(path)`` returns a
+``torch.nn.Module`` with an integer ``sample_rate`` in {16000, 22050, 44100, 48000}, integer ``scene_embedding_size``
+and ``timestamp_embedding_size``; scene embeddings ``(n, scene_embedding_size)`` float32; timestamp embeddings
+``(n, t, timestamp_embedding_size)`` float32 with timestamps ``(n, t)`` in milliseconds, spaced uniformly (adjacent
+differences within 1 ms of their mean). The embeddings are compared with the model's own ``embed`` on excerpts cut
+here, and the resampling to the model's rate with an analytic sine.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import sys
+import types
+
+import pytest
+import torch
+
+import audiokit as ak
+import audiokit.hear as hear
+from tests._calibration import informative
+
+HEAR_RATES = (16000, 22050, 44100, 48000)
+
+
+def _checkpoint(name: str, tmp_path) -> tuple[str, torch.nn.Module]:
+    model = informative(name)
+    path = tmp_path / f"{name}.pt"
+    torch.save(model.state_dict(), path)
+    return str(path), model
+
+
+def _check_hear_rules(model, n: int = 3, seconds: float = 2.0):
+    assert isinstance(model, torch.nn.Module) and model.sample_rate in HEAR_RATES
+    assert isinstance(model.scene_embedding_size, int) and isinstance(model.timestamp_embedding_size, int)
+    audio = 2 * torch.rand(n, int(seconds * model.sample_rate), generator=torch.Generator().manual_seed(0)) - 1
+    scene = hear.get_scene_embeddings(audio, model)
+    assert scene.dtype == torch.float32 and scene.shape == (n, model.scene_embedding_size)
+    frames, times = hear.get_timestamp_embeddings(audio, model)
+    assert frames.dtype == torch.float32 and frames.shape[2] == model.timestamp_embedding_size
+    assert frames.shape[:2] == times.shape and times.shape[0] == n
+    steps = torch.diff(times)
+    assert torch.all((steps - steps.mean()).abs() < 1e-3)
+    assert torch.isfinite(scene).all() and torch.isfinite(frames).all()
+    return audio, scene, frames, times
+
+
+def test_load_model_from_a_weights_file_follows_the_rules(tmp_path):
+    path, reference = _checkpoint("bcresnet_1.speechcommands", tmp_path)
+    model = hear.load_model(path, model_name="bcresnet_1.speechcommands", hop=0.25)
+    assert model.sample_rate == 16000  # the model's own rate is one HEAR allows: no resampling
+    audio, scene, frames, times = _check_hear_rules(model)
+    # BC-ResNet takes 1 s: the 2 s sound's scene embedding is the mean over 1 s windows 0.5 s apart.
+    with torch.no_grad():
+        expected = torch.stack([reference.embed(audio[:, s : s + 16000]) for s in (0, 8000, 16000)]).mean(0)
+    torch.testing.assert_close(scene, expected)
+    # Timestamp k (every 0.25 s up to the end) embeds the 1 s excerpt centred on it, zero-padded beyond the ends.
+    assert times[0].tolist() == pytest.approx([250.0 * k for k in range(8)])
+    padded = torch.nn.functional.pad(audio, (8000, 8000))
+    for k in (0, 3, 7):
+        start = 4000 * k
+        with torch.no_grad():
+            expected = reference.embed(padded[:, start : start + 16000])
+        torch.testing.assert_close(frames[:, k], expected)
+    assert (frames[0, 0] - frames[0, 4]).abs().max() > 1e-3  # excerpts differ: the comparison can fail
+
+
+def test_a_32k_model_is_fed_at_44k_and_resampled_inside(tmp_path):
+    path, _ = _checkpoint("efficientat_mn01.audioset", tmp_path)
+    model = hear.load_model(model_name="efficientat_mn01.audioset", checkpoint_path=path)
+    assert model.sample_rate == 44100 and model.model_sample_rate == 32000
+    t = torch.arange(44100) / 44100
+    resampled = model.to_model_rate(torch.sin(2 * math.pi * 1000 * t)[None])
+    expected = torch.sin(2 * math.pi * 1000 * torch.arange(32000) / 32000)
+    assert resampled.shape == (1, 32000)
+    assert (resampled[0, 500:-500] - expected[500:-500]).abs().max() < 1e-3  # away from the edges' filter ramp
+    _check_hear_rules(model, n=2, seconds=1.0)
+
+
+def test_native_frames_and_windowed_scenes_of_a_fixed_input_model():
+    """PaSST (small): frames are its patch columns, 100 ms apart; a 14 s sound's scene embedding is the mean over
+    the 10.05 s windows, 5 s apart, and the last window ending at the sound's end."""
+    torch.manual_seed(0)
+    net = ak.create_model("passt_s.audioset", embed_dim=64, depth=2, num_heads=4).eval()
+    model = hear.HearModel(net)
+    assert model.sample_rate == 44100 and model.timestamp_embedding_size == 64
+    audio = 0.1 * torch.randn(1, 14 * 44100, generator=torch.Generator().manual_seed(1))
+    x = model.to_model_rate(audio)
+    scene = hear.get_scene_embeddings(audio, model)
+    window = net.max_samples
+    starts = [0, x.shape[1] - window]  # 0 and 4 s: the hop (half the window, 5.0 s) would pass the end
+    with torch.no_grad():
+        expected = torch.stack([net.embed(x[:, s : s + window]) for s in starts]).mean(0)
+    torch.testing.assert_close(scene, expected)
+    short = audio[:, : 3 * 44100]
+    frames, times = hear.get_timestamp_embeddings(short, model)
+    with torch.no_grad():
+        torch.testing.assert_close(frames, net.embed_frames(model.to_model_rate(short)))
+    assert times[0, :3].tolist() == pytest.approx([50.0, 150.0, 250.0])
+
+
+def test_bad_audio_and_options_are_refused():
+    model = hear.HearModel(informative("bcresnet_1.speechcommands"))
+    with pytest.raises(ValueError, match=r"\(n_sounds, n_samples\)"):
+        hear.get_scene_embeddings(torch.zeros(16000), model)
+    with pytest.raises(ValueError, match="NaN"):
+        hear.get_scene_embeddings(torch.full((1, 16000), float("nan")), model)
+    with pytest.raises(TypeError, match="load_model"):
+        hear.get_scene_embeddings(torch.zeros(1, 16000), object())
+    with pytest.raises(ValueError, match="hop must be a positive"):
+        hear.HearModel(informative("bcresnet_1.speechcommands"), hop=0)
+    with pytest.raises(ak.UnknownModelError):
+        hear.load_model(model_name="panns_cnn41")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("hearvalidator") is None,
+                    reason="hearvalidator is not installed (pip install --no-deps hearvalidator)")  # fmt: skip
+def test_hearvalidator_accepts_the_module(tmp_path, monkeypatch):
+    """The validator itself. It imports tensorflow at module level only to recognise TensorFlow models; where
+    tensorflow is absent a module with an empty ``tf.Module`` class stands in, and every torch check runs as is."""
+    if importlib.util.find_spec("tensorflow") is None:
+        monkeypatch.setitem(sys.modules, "tensorflow", types.SimpleNamespace(Module=type("Module", (), {})))
+    from hearvalidator.validate import ValidateModel
+
+    path, _ = _checkpoint("efficientat_mn01.audioset", tmp_path)
+    monkeypatch.setattr(hear, "DEFAULT_MODEL", "efficientat_mn01.audioset")
+    ValidateModel("audiokit.hear", path, device="cpu")()
