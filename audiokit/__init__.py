@@ -14,6 +14,7 @@ from ._registry import list_models as list_models
 from .audio import AudioLoadError as AudioLoadError
 from .audio import LogMelFrontend as LogMelFrontend
 from .audio import load_audio as load_audio
+from .export import export as export
 from .inference import embed as embed
 from .inference import tag as tag
 from .inference import top_k as top_k
