@@ -34,6 +34,25 @@ class CliError(Exception):
     """A user-facing error: printed as one line, exit status 2."""
 
 
+# -- export ------------------------------------------------------------------------------------------------------------
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import export
+
+    if args.output == STDOUT:
+        raise CliError("--output must be a file: an exported model is binary")
+    inputs = [args.checkpoint] if args.checkpoint else []
+    check_output_path(args.output, inputs, what="--output")
+    try:
+        path = export(args.model, args.output, args.format, checkpoint_path=args.checkpoint,
+                      batch_size=args.batch_size, max_seconds=args.max_seconds)  # fmt: skip
+    except OSError as err:
+        if isinstance(err, FileNotFoundError) and args.checkpoint and err.filename == args.checkpoint:
+            raise
+        raise OutputWriteError(f"could not write {args.output}: {err.strerror or err}") from None
+    print(path)
+    return EXIT_OK
+
+
 # -- models ------------------------------------------------------------------------------------------------------------
 def cmd_models(args: argparse.Namespace) -> int:
     from . import _hub
@@ -384,6 +403,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layer", type=int, help="embedding of this hidden layer (wav2vec2: 0-12; negative counts back)")
     p.add_argument("--frame-level", action="store_true", help="one row per model frame (wav2vec2: every 20 ms)")
     p.set_defaults(func=cmd_embed)
+
+    p = sub.add_parser("export", help="export a model, frontend included, to ONNX, torch.export or TorchScript")
+    p.add_argument("model", help="registered name or local-dir:PATH")
+    p.add_argument("--checkpoint", help="a local weights file for a registered name (default: download)")
+    p.add_argument("--format", choices=("onnx", "exported-program", "torchscript"), default="onnx")
+    p.add_argument("--output", "-o", required=True, help="file to write (atomically)")
+    p.add_argument("--batch-size", type=_count(1), help="fix the batch dimension (needed by DyMN and AST)")
+    p.add_argument("--max-seconds", type=float, default=600.0, help="longest input of a variable-length graph")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("evaluate", help="score a model on a dataset split; write metrics, per-class CSV and plots")
     p.add_argument("--model", "-m", required=True, help="registered name or local-dir:PATH")

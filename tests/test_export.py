@@ -129,3 +129,27 @@ def test_dymn_exports_with_a_fixed_batch(tmp_path):
     path = export(model, tmp_path / "dymn.onnx", batch_size=2)
     x = 0.1 * torch.randn(2, 48000, generator=torch.Generator().manual_seed(7))
     assert np.abs(_session(path).run(None, {"waveform": x.numpy()})[0] - _eager(model, x)).max() < 1e-4
+
+
+def test_cli_export(tmp_path, capsys):
+    from audiokit.cli import main
+
+    model = informative("bcresnet_1.speechcommands")
+    weights = tmp_path / "bcresnet.pt"
+    torch.save(model.state_dict(), weights)
+    out = tmp_path / "bcresnet.onnx"
+    assert main(["export", "bcresnet_1.speechcommands", "--checkpoint", str(weights), "--output", str(out)]) == 0
+    assert capsys.readouterr().out.strip() == str(out)
+    x = 0.1 * torch.randn(2, 16000, generator=torch.Generator().manual_seed(8))
+    assert np.abs(_session(out).run(None, {"waveform": x.numpy()})[0] - _eager(model, x)).max() < 1e-4
+    # Usage errors exit 2 with one line: the weights as the output, stdout, DyMN's dynamic batch.
+    assert main(["export", "bcresnet_1.speechcommands", "--checkpoint", str(weights), "--output", str(weights)]) == 2
+    assert "is also an input" in capsys.readouterr().err
+    assert main(["export", "bcresnet_1.speechcommands", "--checkpoint", str(weights), "--output", "-"]) == 2
+    assert "must be a file" in capsys.readouterr().err
+    dymn = tmp_path / "dymn.pt"
+    torch.save(ak.create_model("efficientat_dymn04.audioset").state_dict(), dymn)
+    assert main(["export", "efficientat_dymn04.audioset", "--checkpoint", str(dymn), "-o", str(tmp_path / "d")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "dynamic convolutions" in err and "--batch-size" in err
+    assert not (tmp_path / "d").exists()
