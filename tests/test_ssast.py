@@ -157,10 +157,10 @@ def upstream_positions(pos: torch.Tensor, kernel, stride, frames: int) -> torch.
     return torch.cat([pos[:, :2], grid.reshape(1, d, f * t).transpose(1, 2)], dim=1)
 
 
-def reference_forward(sd: dict, fbank: torch.Tensor, stride, heads: int = 2, stop_after: int | None = None):
+def reference_forward(sd: dict, fbank: torch.Tensor, stride, heads: int = 2):
     """Upstream's ``finetuningavgtok`` without ``mlp_head``, in float64, on the release tensors.
 
-    Returns (embedding, final-norm tokens); with ``stop_after=k`` the tokens after block k (no final norm) instead.
+    Returns (embedding, final-norm tokens, [the blocks' input, the output of each block]).
     """
     w = {k[len("module.v.") :]: v.double() for k, v in sd.items() if k.startswith("module.v.")}
     kernel = tuple(w["patch_embed.proj.weight"].shape[2:])
@@ -171,7 +171,8 @@ def reference_forward(sd: dict, fbank: torch.Tensor, stride, heads: int = 2, sto
     x = torch.cat([w["cls_token"].expand(b, -1, -1), w["dist_token"].expand(b, -1, -1), x], dim=1) + pos
     hd = d // heads
     i = 0
-    while f"blocks.{i}.norm1.weight" in w and (stop_after is None or i < stop_after):
+    hidden = [x]
+    while f"blocks.{i}.norm1.weight" in w:
         p = f"blocks.{i}."
         h = F.layer_norm(x, (d,), w[p + "norm1.weight"], w[p + "norm1.bias"], eps=1e-6)
         q, k, v = F.linear(h, w[p + "attn.qkv.weight"], w[p + "attn.qkv.bias"]).reshape(b, -1, 3, heads, hd).unbind(2)
@@ -182,11 +183,10 @@ def reference_forward(sd: dict, fbank: torch.Tensor, stride, heads: int = 2, sto
         h = F.layer_norm(x, (d,), w[p + "norm2.weight"], w[p + "norm2.bias"], eps=1e-6)
         x = x + F.linear(F.gelu(F.linear(h, w[p + "mlp.fc1.weight"], w[p + "mlp.fc1.bias"])), w[p + "mlp.fc2.weight"],
                          w[p + "mlp.fc2.bias"])  # fmt: skip
+        hidden.append(x)
         i += 1
-    if stop_after is not None:
-        return None, x
     x = F.layer_norm(x, (d,), w["norm.weight"], w["norm.bias"], eps=1e-6)
-    return x[:, 2:].mean(dim=1), x
+    return x[:, 2:].mean(dim=1), x, hidden
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -220,7 +220,7 @@ def test_release_loads_strictly_and_matches_the_reference(name, tmp_path, caplog
     with torch.no_grad():
         embedding = model.embed(wave)
         out = model(wave)
-    ref_embedding, _ = reference_forward(sd, reference_fbank(wave, frames, stats), stride)
+    ref_embedding, _, _ = reference_forward(sd, reference_fbank(wave, frames, stats), stride)
     assert embedding.shape == (2, 64) and torch.equal(out, embedding)  # no classifier: forward is the embedding
     err = (embedding.double() - ref_embedding).abs().max().item()
     assert err < 1e-4, err
@@ -324,9 +324,9 @@ def test_embed_frames_are_the_time_columns(name, tmp_path):
     with torch.no_grad():
         rows = model.embed_frames(wave)
         hidden = model.embed_frames(wave, layer=1)
+        last = model.embed_frames(wave, layer=-1)  # the last block's output, before the final norm
     fbank = reference_fbank(wave, frames, stats)
-    _, tokens = reference_forward(sd, fbank, stride)
-    _, after_first = reference_forward(sd, fbank, stride, stop_after=1)
+    _, tokens, hidden_states = reference_forward(sd, fbank, stride)
     f_rows = (128 - kernel[0]) // stride[0] + 1
     covered = (198 - kernel[1]) // stride[1] + 1  # columns over the audio itself: 19 patch, 197 frame
 
@@ -335,7 +335,8 @@ def test_embed_frames_are_the_time_columns(name, tmp_path):
 
     assert rows.shape == (2, covered, 64) and hidden.shape == rows.shape
     assert (rows.double() - columns(tokens)).abs().max() < 1e-4
-    assert (hidden.double() - columns(after_first)).abs().max() < 1e-4
+    assert (hidden.double() - columns(hidden_states[1])).abs().max() < 1e-4
+    assert (last.double() - columns(hidden_states[-1])).abs().max() < 1e-4
     assert (rows[:, 0] - rows[:, -1]).abs().max() > 1e-2
     assert model.frame_hop_seconds == pytest.approx(stride[1] * 0.01)
     with pytest.raises(ValueError, match=r"layer must be in -3\.\.2"):
@@ -462,8 +463,14 @@ def test_registered_configs():
 
 
 @pytest.mark.slow
-def test_full_size_base_patch():
+def test_full_size_base_patch(caplog):
+    """Base at full size: a release-layout state dict of 166 tensors loads strictly; a forward over 1024 frames."""
+    from audiokit._builder import load_weights
+
     model = ak.create_model("ssast_base_patch.ssl").eval()
+    with caplog.at_level(logging.INFO, logger="audiokit.models.ssast"):
+        load_weights(model, release_state(PATCH, dim=768, depth=12), source="SSAST-Base-Patch-400 layout")
+    assert "dropping 15 tensors" in caplog.text and "8 x 64 (pretraining) resized to 12 x 101" in caplog.text
     # zoo2.md (measured): upstream's fine-tuning backbone has 87.7 M with DeiT's unused ImageNet heads (1,538,000).
     assert sum(p.numel() for p in model.parameters()) == 86_187_264 == 87_725_264 - 1_538_000
     eps = {m.eps for m in [*model.blocks.modules(), model.norm] if isinstance(m, torch.nn.LayerNorm)}
