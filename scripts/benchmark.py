@@ -114,7 +114,9 @@ def bench_end_to_end(model, paths, batch_size: int, num_workers: int, device: st
 
 def bench_model_only(model, batch_size: int, device: torch.device, seconds: float, repeats: int, dtype) -> dict:
     model = model.eval().to(device)
-    wave = 0.1 * torch.randn(batch_size, int(seconds * model.sample_rate), device=device)
+    # Fixed-input models take exactly their input (the ONNX rows use the same length).
+    samples = model.max_samples or int(seconds * model.sample_rate)
+    wave = 0.1 * torch.randn(batch_size, samples, device=device)
     if dtype is None:
         autocast = torch.autocast(device.type, enabled=False)
     else:
@@ -134,10 +136,48 @@ def bench_model_only(model, batch_size: int, device: torch.device, seconds: floa
         "batch_size": batch_size,
         "clips_per_s": round(batch_size * repeats / elapsed, 2),
         "dtype": str(dtype).replace("torch.", "") if dtype else "float32",
+        "backend": "eager",
     }
     if device.type == "cuda":
         out["peak_cuda_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
     return out
+
+
+def onnx_sessions(model, batch_sizes: list[int], workdir: Path) -> dict[int, object]:
+    """One onnxruntime session per batch size over ``audiokit.export``'s graph of ``model`` (one shared graph when the
+    batch can be dynamic; DyMN and the Kaldi-fbank models are exported once per batch size)."""
+    import onnxruntime
+
+    from audiokit.export import ExportError, export
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    options.log_severity_level = 3
+    name = model.pretrained_cfg.name
+
+    def session(path: Path):
+        return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+    try:
+        shared = session(export(model, workdir / f"{name}.onnx"))
+        return dict.fromkeys(batch_sizes, shared)
+    except ExportError as err:
+        if "dynamic batch" not in str(err):
+            raise
+    return {b: session(export(model, workdir / f"{name}-b{b}.onnx", batch_size=b)) for b in batch_sizes}
+
+
+def bench_onnx_model_only(model, session, batch_size: int, repeats: int) -> dict:
+    """onnxruntime on the exported graph (frontend included), fp32, on the same input length as ``model_only``."""
+    samples = model.max_samples or int(10.0 * model.sample_rate)
+    wave = (0.1 * torch.randn(batch_size, samples)).numpy()
+    session.run(None, {"waveform": wave})  # warm-up
+    start = time.perf_counter()
+    for _ in range(repeats):
+        session.run(None, {"waveform": wave})
+    elapsed = time.perf_counter() - start
+    return {"batch_size": batch_size, "clips_per_s": round(batch_size * repeats / elapsed, 2),
+            "dtype": "float32", "backend": "onnxruntime"}  # fmt: skip
 
 
 def _timed(results_iter, count: int) -> dict:
@@ -367,6 +407,8 @@ def bench_model_rounds(name: str, paths: list[Path], device: torch.device, args,
     dtypes = [None] + ([torch.bfloat16] if device.type == "cuda" else [])
     end_to_end: dict = {config: [] for config in configs}
     model_only: dict = {(batch_size, dtype): [] for batch_size in args.batch_sizes for dtype in dtypes}
+    sessions = onnx_sessions(model, args.batch_sizes, workdir) if "onnxruntime" in args.backends else {}
+    onnx_only: dict = {batch_size: [] for batch_size in sessions}
     peers, ratios = [], []
     for round_index in range(args.rounds):
         for batch_size, workers, streams in configs:
@@ -383,6 +425,12 @@ def bench_model_rounds(name: str, paths: list[Path], device: torch.device, args,
             model_only[batch_size, dtype].append(row)
             print(f"[{round_index + 1}/{args.rounds}] {name} model-only bs={batch_size} {row['dtype']}: "
                   f"{row['clips_per_s']} clips/s", file=sys.stderr)  # fmt: skip
+        for batch_size, session in sessions.items():
+            repeats = args.model_only_repeats or -(-len(paths) // batch_size)
+            row = bench_onnx_model_only(model, session, batch_size, repeats)
+            onnx_only[batch_size].append(row)
+            print(f"[{round_index + 1}/{args.rounds}] {name} model-only bs={batch_size} onnxruntime: "
+                  f"{row['clips_per_s']} clips/s", file=sys.stderr)  # fmt: skip
         if args.no_peers:
             continue
         if peer_pipeline is not None:
@@ -397,7 +445,7 @@ def bench_model_rounds(name: str, paths: list[Path], device: torch.device, args,
         "params": sum(p.numel() for p in peer_model.parameters()),  # as published: before folding
         "rounds": args.rounds,
         "end_to_end": [_median_run(runs, "files_per_s") for runs in end_to_end.values()],
-        "model_only": [_median_run(runs, "clips_per_s") for runs in model_only.values()],
+        "model_only": [_median_run(runs, "clips_per_s") for runs in (*model_only.values(), *onnx_only.values())],
     }
     if peers:
         entry["peer"] = _median_run(peers, "files_per_s")
@@ -426,6 +474,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
     parser.add_argument("--no-peers", action="store_true", help="skip the peer recipes")
+    parser.add_argument(
+        "--backends",
+        nargs="+",
+        default=["eager"],
+        choices=["eager", "onnxruntime"],
+        help="model-only backends: eager torch, and onnxruntime on audiokit.export's graph (CPU)",
+    )
     parser.add_argument("--output", default="benchmark.json")
     parser.add_argument("--finetune", nargs="+", default=[], metavar="MODEL",
                         help="also time one fine-tuning epoch of these models (default: none)")  # fmt: skip
@@ -451,6 +506,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--rounds must be at least 1")
     if args.batch_sizes is None:
         args.batch_sizes = [16, 64] if device.type == "cuda" else [1, 8]
+    if "onnxruntime" in args.backends and device.type != "cpu":
+        parser.error("--backends onnxruntime runs on the CPU (onnxruntime-gpu is not set up): use --device cpu")
     if args.workers is None:
         args.workers = [default_num_workers(device)]
     report = {
@@ -497,7 +554,8 @@ def main(argv: list[str] | None = None) -> int:
                          f"{row['seconds_to_first_result']} | {row['peak_rss_mb']} |")  # fmt: skip
         for row in entry["model_only"]:
             lines.append(
-                f"| {name} (model only, {row['dtype']}) | {row['batch_size']} | - | - | {row['clips_per_s']} | - | - |"
+                f"| {name} (model only, {row.get('backend', 'eager')} {row['dtype']}) | {row['batch_size']} | - | - | "
+                f"{row['clips_per_s']} | - | - |"
             )
     if report.get("long_file"):
         row = report["long_file"]

@@ -50,6 +50,7 @@ def test_benchmark_finetune_writes_throughput_and_data_wait(tmp_path):
     script = str(REPO / "scripts" / "benchmark.py")
     tagging = "--models efficientat_mn01 --files 1 --batch-sizes 1 --workers 0 --model-only-repeats 1 --no-peers"
     tagging += " --long-file-minutes 0"  # and the default --cpu-streams: the row gives the count the runner chose
+    tagging += " --backends eager onnxruntime"
     finetune = "--finetune bcresnet_1 --finetune-clips 16 --finetune-seconds 1 --finetune-batch-size 4"
     cmd = [sys.executable, script, *tagging.split(), *finetune.split(), "--finetune-workers", "0", "--device", "cpu",
            "--output", str(out)]  # fmt: skip
@@ -57,6 +58,8 @@ def test_benchmark_finetune_writes_throughput_and_data_wait(tmp_path):
     assert done.returncode == 0, done.stderr
     report = json.loads(out.read_text())
     assert list(report["results"]) == ["efficientat_mn01"] and list(report["finetune"]) == ["bcresnet_1"]
+    backends = [(r["backend"], r["batch_size"]) for r in report["results"]["efficientat_mn01"]["model_only"]]
+    assert backends == [("eager", 1), ("onnxruntime", 1)]
     row = report["finetune"]["bcresnet_1"]
     assert row["clips"] == 16 and row["train_clips"] + row["val_clips"] == 16 and row["epochs"] == 1
     assert row["samples_per_s"] > 0 and row["train_seconds"] > 0 and row["peak_rss_mb"] > 0
@@ -65,5 +68,6 @@ def test_benchmark_finetune_writes_throughput_and_data_wait(tmp_path):
     assert [epoch["epoch"] for epoch in row["per_epoch"]] == [1]
     table = out.with_suffix(".md").read_text()
     assert "| efficientat_mn01 | 1 | 0 |" in table  # the tagging rows are still there
+    assert "| efficientat_mn01 (model only, onnxruntime float32) | 1 |" in table
     assert report["results"]["efficientat_mn01"]["end_to_end"][0]["cpu_streams"] == default_cpu_streams(0)
     assert "| bcresnet_1 | 12 x 1 | 4 | 0 |" in table
