@@ -13,6 +13,7 @@ gigabytes.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import inspect
 import json
 import logging
@@ -28,10 +29,20 @@ from torch.overrides import TorchFunctionMode
 
 from . import __version__
 from ._fileio import atomic_write
+from ._hub import (
+    CheckpointLoadError,
+    WeightsUnavailableError,
+    load_state_dict_file,
+    read_safetensors_shapes,
+    resolve_checkpoint_path,
+    resolve_weights,
+)
 from ._pretrained import PretrainedCfg
-from ._registry import get_pretrained_cfg, model_entrypoint, resolve_model_name
+from ._registry import get_model_family, get_pretrained_cfg, model_entrypoint, resolve_model_name
 from .layers import OUTPUT_ACTIVATIONS, HeadConfig
-from .models._base import AudioClassifier
+
+if typing.TYPE_CHECKING:
+    from .models._base import AudioClassifier
 
 _logger = logging.getLogger(__name__)
 
@@ -171,6 +182,8 @@ def architecture_arguments(architecture: str) -> set[str] | None:
         cls = typing.get_type_hints(entrypoint).get("return")
     except Exception:  # an annotation that does not resolve: nothing to go by
         return None
+    from .models._base import AudioClassifier  # here: models._base imports this module
+
     if not (isinstance(cls, type) and issubclass(cls, AudioClassifier)):
         return None
     for klass in cls.__mro__:
@@ -293,12 +306,16 @@ def create_model(
 ) -> AudioClassifier:
     """Build a registered model, optionally with weights.
 
+    Loading is one sequence: the name and checkpoint are resolved into what to build and which weights file to read
+    (:class:`_Source`), the model is built, the weights are loaded strictly.
+
     Args:
         model_name: ``architecture.tag`` (``efficientat_mn10.audioset``), an architecture (its default tag), or
-            ``local-dir:<path>`` for a directory written by ``save_pretrained``.
+            ``local-dir:<path>`` for a directory written by audiokit's or transformers' ``save_pretrained``.
         pretrained: download (or take from the cache) the weights named by the pretrained config.
-        checkpoint_path: a local checkpoint file in the original upstream layout or ours (``.safetensors``);
-            implies ``pretrained``.
+        checkpoint_path: a local checkpoint file in the original upstream layout or ours (``.safetensors``), or a
+            model directory; implies ``pretrained``. A transformers directory (its ``config.json`` has a
+            ``model_type``) is built from its own config and feature extractor: the name only picks the family.
         num_classes: a new class count; the classifier is re-initialised (0 gives a pure embedder).
         label_names: names for a new classifier's outputs.
         kwargs: architecture arguments (e.g. ``drop_rate``), passed to the family's builder.
@@ -306,37 +323,136 @@ def create_model(
     if model_name.startswith(LOCAL_DIR_PREFIX):
         if checkpoint_path is not None or pretrained:
             _logger.debug("local-dir: models carry their own weights; pretrained/checkpoint_path ignored")
-        model = load_pretrained_dir(model_name[len(LOCAL_DIR_PREFIX) :], **kwargs)
+        model = _build(_resolve_local_dir(Path(model_name[len(LOCAL_DIR_PREFIX) :]).expanduser(), kwargs))
         if num_classes is not None and num_classes != model.num_classes:
             model.reset_classifier(num_classes, label_names)
         return model
 
-    cfg = get_pretrained_cfg(resolve_model_name(model_name))
+    registered = get_pretrained_cfg(resolve_model_name(model_name))
+    source = _resolve_registered(registered, checkpoint_path, pretrained, progress, kwargs)
+    cfg = source.cfg
     new_head = num_classes is not None and num_classes != cfg.num_classes
     if new_head:
         cfg = cfg.replace(num_classes=num_classes, label_set=None, label_names=None)
+        source.output_activation = None  # the new head's task decides
     if label_names is not None:
         if len(label_names) != cfg.num_classes:
             raise ValueError(f"{len(label_names)} label names given for {cfg.num_classes} classes")
         cfg = cfg.replace(label_names=tuple(label_names), label_set=None)
-    model = build_model(cfg, **{**cfg.model_kwargs, **kwargs})
+    source.cfg = cfg
+    return _build(source, allow_new_classifier=new_head)
 
+
+@dataclasses.dataclass
+class _Source:
+    """What to build and which weights to load into it: a model name and checkpoint, resolved."""
+
+    cfg: PretrainedCfg
+    model_kwargs: dict[str, Any]
+    weights: Path | None = None
+    head: HeadConfig | None = None
+    output_activation: str | None = None
+    # The config came from a directory (untrusted): the model is sized without storage and checked against the
+    # weights' shapes before it is built for real.
+    config_path: Path | None = None
+
+
+def _resolve_registered(
+    registered: PretrainedCfg,
+    checkpoint_path: str | os.PathLike[str] | None,
+    pretrained: bool,
+    progress: bool,
+    kwargs: dict[str, Any],
+) -> _Source:
     if checkpoint_path is not None:
-        from ._hub import load_state_dict_file, resolve_checkpoint_path
-
-        path = resolve_checkpoint_path(checkpoint_path)
-        load_weights(model, load_state_dict_file(path), source=str(path), allow_new_classifier=new_head)
+        path = Path(checkpoint_path).expanduser()
+        if path.is_dir() and (path / CONFIG_NAME).is_file():
+            config = _read_json_object(path / CONFIG_NAME, "model config")
+            if is_transformers_config(config):
+                return _resolve_transformers_dir(path, config, kwargs, registered)
+        weights = resolve_checkpoint_path(path)
     elif pretrained:
-        from ._hub import WeightsUnavailableError, load_state_dict_file, resolve_weights
-
-        if not cfg.url:
+        if not registered.url:
             raise WeightsUnavailableError(
-                f"{cfg.name} has no downloadable weights ({cfg.notes or 'none are published'}); "
+                f"{registered.name} has no downloadable weights ({registered.notes or 'none are published'}); "
                 "pass checkpoint_path= (Python) or --checkpoint FILE (CLI) with a file in the original layout"
             )
-        path = resolve_weights(cfg.url, sha256=cfg.sha256, filename=cfg.filename, progress=progress)
-        load_weights(model, load_state_dict_file(path), source=str(path), allow_new_classifier=new_head)
+        weights = resolve_weights(
+            registered.url, sha256=registered.sha256, filename=registered.filename, progress=progress
+        )
+    else:
+        weights = None
+    return _Source(registered, {**registered.model_kwargs, **kwargs}, weights)
+
+
+def _resolve_local_dir(directory: Path, kwargs: dict[str, Any]) -> _Source:
+    config_path = directory / CONFIG_NAME
+    if not config_path.is_file():
+        raise FileNotFoundError(f"{directory}: not a saved model directory (no {CONFIG_NAME})")
+    config = _read_json_object(config_path, "audiokit config")
+    if is_transformers_config(config):
+        return _resolve_transformers_dir(directory, config, kwargs, registered=None)
+    config, cfg, head = _check_audiokit_config(config_path, config)
+    return _Source(
+        cfg,
+        {**config.get("model_kwargs", {}), **kwargs},
+        directory / WEIGHTS_NAME,
+        head=head,
+        output_activation=config.get("output_activation"),
+        config_path=config_path,
+    )
+
+
+def _assemble(cfg: PretrainedCfg, kwargs: dict[str, Any], head: HeadConfig | None) -> AudioClassifier:
+    model = build_model(cfg, **kwargs)
+    if head is not None:
+        model.reset_classifier(cfg.num_classes, cfg.get_label_names(), head=head)
     return model
+
+
+def _build(source: _Source, allow_new_classifier: bool = False) -> AudioClassifier:
+    """Build ``source``'s model and load its weights strictly; a directory's model is first sized without storage
+    against the weights' shapes, so that a few bytes of JSON cannot ask for gigabytes."""
+    checkpoint: Any = None
+    if source.config_path is not None:
+        try:
+            with _without_storage():
+                blueprint = _assemble(source.cfg, source.model_kwargs, source.head)
+        except MemoryError:
+            raise
+        except Exception as err:  # whatever the config made the constructors trip over
+            raise ValueError(
+                f"{source.config_path}: cannot build {source.cfg.architecture} from this config "
+                f"({type(err).__name__}: {_one_line(err)})"
+            ) from err
+        if source.weights is not None:
+            if source.weights.suffix == ".safetensors":
+                shapes = read_safetensors_shapes(source.weights)
+                header: Any = {name: torch.empty(shape, device="meta") for name, shape in shapes.items()}
+            else:  # a pickle has no header: read it once (weights_only), for the check and the load
+                header = checkpoint = load_state_dict_file(source.weights)
+            _fit(blueprint, header, str(source.weights), allow_new_classifier)
+            del header
+        del blueprint
+
+    model = _assemble(source.cfg, source.model_kwargs, source.head)
+    if source.output_activation is not None:
+        model.output_activation = source.output_activation
+    if source.weights is not None:
+        if checkpoint is None:
+            checkpoint = load_state_dict_file(source.weights)
+        load_weights(model, checkpoint, source=str(source.weights), allow_new_classifier=allow_new_classifier)
+    return model
+
+
+def load_pretrained_dir(directory: str | os.PathLike[str], **kwargs: Any) -> AudioClassifier:
+    """Rebuild a model written by ``save_pretrained`` (audiokit's, or transformers' for a family audiokit builds
+    natively) exactly: architecture, labels, frontend, weights.
+
+    The directory is not trusted: its config must pass validation, and the model it describes must fit the tensor
+    shapes in the weights file's header, before the model is built and the weights are read.
+    """
+    return _build(_resolve_local_dir(Path(directory).expanduser(), kwargs))
 
 
 # -- save_pretrained / local-dir: -------------------------------------------------------------------------------------
@@ -368,10 +484,8 @@ def _one_line(err: BaseException) -> str:
     return " ".join(str(err).split())
 
 
-def _read_config(path: Path) -> tuple[dict[str, Any], PretrainedCfg, HeadConfig | None]:
-    """``config.json`` parsed and validated field by field: (the raw mapping, its pretrained cfg, its head)."""
-    from ._hub import CheckpointLoadError
-
+def _read_json_object(path: Path, kind: str) -> dict[str, Any]:
+    """A JSON object read from ``path``; anything else is one line naming the file."""
     try:
         raw = path.read_bytes()
     except PermissionError:
@@ -381,13 +495,22 @@ def _read_config(path: Path) -> tuple[dict[str, Any], PretrainedCfg, HeadConfig 
     try:
         config = json.loads(raw.decode("utf-8"))
     except UnicodeDecodeError as err:
-        raise _config_error(path, f"not UTF-8 text ({err.reason} at byte {err.start})") from None
+        raise ValueError(f"{path}: invalid {kind}: not UTF-8 text ({err.reason} at byte {err.start})") from None
     except json.JSONDecodeError as err:
-        raise _config_error(path, f"not JSON ({err.msg} at line {err.lineno} column {err.colno})") from None
+        raise ValueError(
+            f"{path}: invalid {kind}: not JSON ({err.msg} at line {err.lineno} column {err.colno})"
+        ) from None
     except RecursionError:
-        raise _config_error(path, "not JSON (nested too deeply)") from None
+        raise ValueError(f"{path}: invalid {kind}: not JSON (nested too deeply)") from None
     if not isinstance(config, dict):
-        raise _config_error(path, f"expected a JSON object, got {type(config).__name__}")
+        raise ValueError(f"{path}: invalid {kind}: expected a JSON object, got {type(config).__name__}")
+    return config
+
+
+def _check_audiokit_config(
+    path: Path, config: dict[str, Any]
+) -> tuple[dict[str, Any], PretrainedCfg, HeadConfig | None]:
+    """An audiokit ``config.json`` validated field by field: (the raw mapping, its pretrained cfg, its head)."""
     for key in ("architecture", "pretrained_cfg"):
         if key not in config:
             raise _config_error(path, f"no {key!r}")
@@ -420,43 +543,220 @@ def _read_config(path: Path) -> tuple[dict[str, Any], PretrainedCfg, HeadConfig 
     return config, cfg, head
 
 
-def _assemble(cfg: PretrainedCfg, kwargs: dict[str, Any], head: HeadConfig | None) -> AudioClassifier:
-    model = build_model(cfg, **kwargs)
-    if head is not None:
-        model.reset_classifier(cfg.num_classes, cfg.get_label_names(), head=head)
-    return model
+# -- transformers directories -----------------------------------------------------------------------------------------
+# transformers model_type -> the audiokit family (module in audiokit.models) that builds it natively. A family module
+# provides HF_ARCHITECTURES (transformers class -> whether it has the classification head), HF_HEAD_PREFIX,
+# HF_EXTRACTOR, HF_DEFAULT_ARCHITECTURE, model_kwargs_from_transformers(config, with_head) and
+# frontend_from_transformers(extractor, config) -> (FrontendCfg, architecture arguments).
+TRANSFORMERS_FAMILIES = {"audio-spectrogram-transformer": "ast", "wav2vec2": "wav2vec2", "hubert": "hubert"}
+TRANSFORMERS_EXTRACTOR_NAMES = ("preprocessor_config.json", "feature_extractor_config.json")
+# problem_type -> (task, output activation), as transformers' audio-classification pipeline applies them.
+_PROBLEM_TYPES: dict[str | None, tuple[str, str]] = {
+    None: ("multiclass", "softmax"),
+    "single_label_classification": ("multiclass", "softmax"),
+    "multi_label_classification": ("multilabel", "sigmoid"),
+    "regression": ("multiclass", "identity"),
+}
 
 
-def load_pretrained_dir(directory: str | os.PathLike[str], **kwargs: Any) -> AudioClassifier:
-    """Rebuild a model written by ``save_pretrained`` exactly (architecture, labels, frontend, weights).
+def is_transformers_config(config: Mapping[str, Any]) -> bool:
+    """Whether a parsed ``config.json`` was written by transformers (it names a ``model_type``; audiokit's own names
+    a ``pretrained_cfg``)."""
+    return "model_type" in config and "pretrained_cfg" not in config
 
-    The directory is not trusted: its config must pass validation, and the model it describes must fit the tensor
-    shapes in the weights file's header, before the model is built and the weights are read.
+
+def _normalised(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list) else value
+
+
+def _architecture_defaults(architecture: str) -> dict[str, Any]:
+    """Keyword defaults of an architecture's builder chain (entrypoint, then the class and its bases)."""
+    from .models._base import AudioClassifier
+
+    entrypoint = model_entrypoint(architecture)
+    functions: list[Callable[..., Any]] = [entrypoint]
+    cls = typing.get_type_hints(entrypoint).get("return")
+    if isinstance(cls, type) and issubclass(cls, AudioClassifier):
+        functions += [vars(klass)["__init__"] for klass in cls.__mro__ if "__init__" in vars(klass)]
+    defaults: dict[str, Any] = {}
+    for fn in functions:
+        for p in inspect.signature(fn).parameters.values():
+            if p.default is not inspect.Parameter.empty:
+                defaults.setdefault(p.name, p.default)
+    return defaults
+
+
+def _differences(cfg: PretrainedCfg, registered: PretrainedCfg) -> list[str]:
+    """What a transformers directory's model has that the registered variant has not, field by field."""
+    ours = {**_architecture_defaults(registered.architecture), **registered.model_kwargs}
+    out = [
+        f"{k} {v!r} (registered {_normalised(ours.get(k))!r})"
+        for k, v in cfg.model_kwargs.items()
+        if _normalised(v) != _normalised(ours.get(k))
+    ]
+    theirs_fe, ours_fe = cfg.frontend.to_dict(), registered.frontend.to_dict()
+    out += [f"frontend.{k} {v!r} (registered {ours_fe[k]!r})" for k, v in theirs_fe.items() if v != ours_fe[k]]
+    if cfg.num_classes != registered.num_classes:
+        out.append(f"num_classes {cfg.num_classes} (registered {registered.num_classes})")
+    if cfg.task != registered.task:
+        out.append(f"task {cfg.task} (registered {registered.task})")
+    if cfg.num_classes and cfg.get_label_names() != registered.get_label_names():
+        out.append("labels: the directory's id2label")
+    return out
+
+
+def _transformers_head(
+    config_path: Path, hf_config: Any, with_head: bool
+) -> tuple[int, str, tuple[str, ...], str | None]:
+    """(num_classes, task, label names in id order, output activation) of a transformers config."""
+    if not with_head:
+        return 0, "multiclass", (), None
+    problem = hf_config.problem_type
+    if problem not in _PROBLEM_TYPES:
+        raise ValueError(f"{config_path}: problem_type {problem!r} is none of {sorted(map(str, _PROBLEM_TYPES))}")
+    task, activation = _PROBLEM_TYPES[problem]
+    id2label = hf_config.id2label
+    missing = [i for i in range(hf_config.num_labels) if i not in id2label]
+    if missing:
+        raise ValueError(f"{config_path}: id2label has no name for class id(s) {_describe([str(i) for i in missing])}")
+    labels = tuple(str(id2label[i]) for i in range(hf_config.num_labels))
+    return len(labels), task, labels, activation
+
+
+def _resolve_transformers_dir(
+    directory: Path, config: dict[str, Any], kwargs: dict[str, Any], registered: PretrainedCfg | None
+) -> _Source:
+    """A transformers ``save_pretrained`` directory -> what to build: the architecture from ``config.json``, the
+    frontend from the feature extractor's file, the labels and task from ``id2label`` and ``problem_type``.
+
+    With ``registered`` (a family name was given) the name picks the family, and one log line says what differs
+    from the registered variant.
     """
-    from ._hub import load_state_dict_file, read_safetensors_shapes
+    import importlib
 
-    directory = Path(directory).expanduser()
+    from transformers import CONFIG_MAPPING
+
     config_path = directory / CONFIG_NAME
-    if not config_path.is_file():
-        raise FileNotFoundError(f"{directory}: not a saved audiokit model (no {CONFIG_NAME})")
-    config, cfg, head = _read_config(config_path)
-    model_kwargs = {**config.get("model_kwargs", {}), **kwargs}
-    weights = directory / WEIGHTS_NAME
-    try:
-        with _without_storage():
-            blueprint = _assemble(cfg, model_kwargs, head)
-    except MemoryError:
-        raise
-    except Exception as err:  # whatever the config made the constructors trip over
+    if config.get("auto_map"):
         raise ValueError(
-            f"{config_path}: cannot build {cfg.architecture} from this config ({type(err).__name__}: {_one_line(err)})"
-        ) from err
-    header = {name: torch.empty(shape, device="meta") for name, shape in read_safetensors_shapes(weights).items()}
-    _fit(blueprint, header, str(weights), allow_new_classifier=False)
-    del blueprint, header
+            f"{config_path}: asks for code shipped with the model (auto_map); audiokit never runs a directory's code "
+            "(trust_remote_code is never enabled)"
+        )
+    model_type = config["model_type"]
+    architectures = config.get("architectures")
+    if architectures is not None and not (
+        isinstance(architectures, list) and all(isinstance(a, str) for a in architectures)
+    ):
+        raise ValueError(f"{config_path}: architectures must be a list of class names, got {architectures!r}")
+    hf_class = architectures[0] if architectures else None
+    what = hf_class or f"model_type {model_type!r}"
+    family_name = TRANSFORMERS_FAMILIES.get(model_type) if isinstance(model_type, str) else None
+    if family_name is None:
+        raise ValueError(
+            f"{config_path}: {what} has no native audiokit path (native: model_type "
+            f"{', '.join(sorted(TRANSFORMERS_FAMILIES))})"
+        )
+    if registered is not None:
+        wanted = get_model_family(registered.architecture)
+        if wanted != family_name:
+            raise ValueError(
+                f"{config_path} is a {what} directory (audiokit family {family_name}), not one of "
+                f"{registered.name} (family {wanted}); load it with create_model('local-dir:{directory}')"
+            )
+    family = importlib.import_module(f"{__package__}.models.{family_name}")
+    if hf_class is not None and hf_class not in family.HF_ARCHITECTURES:
+        raise ValueError(
+            f"{config_path}: {hf_class} has no native audiokit path (the {family_name} family builds "
+            f"{', '.join(family.HF_ARCHITECTURES)})"
+        )
+    weights = resolve_checkpoint_path(directory)
+    if hf_class is None:  # a config saved on its own: whether the head is there is read off the weights
+        names = _weight_names(weights)
+        with_head = any(k.startswith(family.HF_HEAD_PREFIX) for k in names)
+    else:
+        with_head = family.HF_ARCHITECTURES[hf_class]
+    try:
+        hf_config = CONFIG_MAPPING[model_type].from_dict(config)
+        model_kwargs = family.model_kwargs_from_transformers(hf_config, with_head)
+    except Exception as err:  # transformers' strict field validation, or what the family refuses
+        raise ValueError(f"{config_path}: {_one_line(err)}") from None
+    num_classes, task, labels, activation = _transformers_head(config_path, hf_config, with_head)
 
-    model = _assemble(cfg, model_kwargs, head)
-    if config.get("output_activation") is not None:
-        model.output_activation = config["output_activation"]
-    load_weights(model, load_state_dict_file(weights), source=str(weights))
-    return model
+    extractor_path = next((directory / n for n in TRANSFORMERS_EXTRACTOR_NAMES if (directory / n).is_file()), None)
+    if extractor_path is not None:
+        extractor = _read_json_object(extractor_path, "feature extractor config")
+        declared = extractor.get("feature_extractor_type")
+        if declared is not None and declared != family.HF_EXTRACTOR:
+            raise ValueError(f"{extractor_path}: a {declared!r}, not the {family.HF_EXTRACTOR} of {what}")
+        try:
+            frontend, extractor_kwargs = family.frontend_from_transformers(extractor, hf_config)
+        except Exception as err:
+            raise ValueError(f"{extractor_path}: {_one_line(err)}") from None
+    elif registered is not None:
+        _logger.warning(
+            "%s: no %s; the input preprocessing of %s is assumed",
+            directory,
+            " or ".join(TRANSFORMERS_EXTRACTOR_NAMES),
+            registered.name,
+        )
+        frontend = registered.frontend
+        extractor_kwargs = {k: v for k, v in registered.model_kwargs.items() if k == "do_normalize"}
+    else:
+        raise FileNotFoundError(
+            f"{directory}: no {' or '.join(TRANSFORMERS_EXTRACTOR_NAMES)}, so the input preprocessing is unknown; "
+            "save the feature extractor into the directory, or name the family "
+            "(create_model('<name>', checkpoint_path=...)) to take that variant's"
+        )
+
+    built = {**model_kwargs, **extractor_kwargs}
+    conflicts = [
+        f"{k}={v!r} (the directory's is {built[k]!r})"
+        for k, v in kwargs.items()
+        if k in built and _normalised(v) != _normalised(built[k])
+    ]
+    if conflicts:
+        raise ValueError(
+            f"{config_path} decides the architecture; the argument(s) {'; '.join(conflicts)} contradict it"
+        )
+    built.update(kwargs)
+    if registered is not None:
+        cfg = registered.replace(
+            frontend=frontend,
+            num_classes=num_classes,
+            task=task,
+            label_set=None,
+            label_names=labels,
+            model_kwargs=built,
+            clip_seconds=registered.clip_seconds if frontend == registered.frontend else None,
+        )
+        differences = _differences(cfg, registered)
+        if differences:
+            _logger.warning(
+                "%s: built from its %s and %s; it differs from %s in %s",
+                directory,
+                CONFIG_NAME,
+                extractor_path.name if extractor_path else "the registered preprocessing",
+                registered.name,
+                "; ".join(differences),
+            )
+    else:
+        architecture = family.HF_DEFAULT_ARCHITECTURE
+        cfg = PretrainedCfg(
+            architecture=architecture,
+            tag="transformers",
+            frontend=frontend,
+            num_classes=num_classes,
+            task=task,
+            label_names=labels,
+            classifier=get_pretrained_cfg(architecture).classifier,
+            source=str(directory),
+            model_kwargs=built,
+            notes=f"built from the transformers {what} in {directory}",
+        )
+    return _Source(cfg, built, weights, output_activation=activation, config_path=config_path)
+
+
+def _weight_names(weights: Path) -> list[str]:
+    if weights.suffix == ".safetensors":
+        return list(read_safetensors_shapes(weights))
+    return list(unwrap_state_dict(load_state_dict_file(weights), str(weights)))

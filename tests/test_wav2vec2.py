@@ -26,7 +26,9 @@ def _hf_config(**overrides):
     cfg = dict(
         hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37, conv_dim=CONV["conv_dim"],
         num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4, use_weighted_layer_sum=True,
-        classifier_proj_size=PROJ, num_labels=12, mask_time_prob=0.05, layerdrop=0.0,
+        classifier_proj_size=PROJ, mask_time_prob=0.05, layerdrop=0.0,
+        # The directory's id2label names the classes (here the S3PRL order the registered variant uses).
+        id2label=dict(enumerate(ak.get_pretrained_cfg("wav2vec2_base.superb_ks").get_label_names())),
     )  # fmt: skip
     cfg.update(overrides)
     return Wav2Vec2Config(**cfg)

@@ -12,7 +12,10 @@ contract and adds the classification head of the original code:
 trained on it sees exactly what the published head saw.
 
 LayerNorm epsilons follow the original (timm 0.4.5 blocks and final norm 1e-6; head 1e-5), not the transformers
-default of 1e-12, which moves logits by ~1e-4.
+default of 1e-12, which moves logits by ~1e-4. A transformers directory (``save_pretrained`` of
+``ASTForAudioClassification`` / ``ASTModel``, with its ``preprocessor_config.json``) is built from its own files by
+:func:`model_kwargs_from_transformers` and :func:`frontend_from_transformers`: there one ``layer_norm_eps`` serves
+blocks, final norm and head, as in transformers, and an ``ASTModel`` has no head LayerNorm (``head_norm=False``).
 
 Checkpoints accepted by :func:`checkpoint_filter_fn` (strict loading afterwards):
 
@@ -41,6 +44,8 @@ __all__ = [
     "checkpoint_filter_fn",
     "convert_hf_state_dict",
     "convert_original_state_dict",
+    "frontend_from_transformers",
+    "model_kwargs_from_transformers",
 ]
 
 BLOCK_LN_EPS = 1e-6  # timm 0.4.5 ViT blocks and final norm
@@ -74,6 +79,11 @@ class AST(AudioClassifier):
         patch_size: int = 16,
         drop_rate: float = 0.0,
         attn_drop_rate: float = 0.0,
+        layer_norm_eps: float = BLOCK_LN_EPS,
+        head_norm_eps: float = HEAD_LN_EPS,
+        head_norm: bool = True,
+        hidden_act: str = "gelu",
+        qkv_bias: bool = True,
     ):
         super().__init__(pretrained_cfg)
         from transformers import ASTConfig, ASTModel
@@ -86,12 +96,12 @@ class AST(AudioClassifier):
             num_hidden_layers=num_layers,
             num_attention_heads=num_heads,
             intermediate_size=intermediate_size,
-            hidden_act="gelu",  # exact (erf) GELU, like nn.GELU in the original
+            hidden_act=hidden_act,  # "gelu": exact (erf) GELU, like nn.GELU in the original
             hidden_dropout_prob=drop_rate,
             attention_probs_dropout_prob=attn_drop_rate,
-            layer_norm_eps=BLOCK_LN_EPS,
+            layer_norm_eps=layer_norm_eps,
             patch_size=patch_size,
-            qkv_bias=True,
+            qkv_bias=qkv_bias,
             frequency_stride=fstride,
             time_stride=tstride,
             max_length=fe.max_frames,
@@ -99,7 +109,8 @@ class AST(AudioClassifier):
         )
         self.backbone = ASTModel(self.config)
         self.num_features = hidden_size
-        self.head_norm = nn.LayerNorm(hidden_size, eps=HEAD_LN_EPS)
+        # ASTModel's pooled output (an embedder saved by transformers) is the token mean without a LayerNorm.
+        self.head_norm: nn.Module = nn.LayerNorm(hidden_size, eps=head_norm_eps) if head_norm else nn.Identity()
         n = pretrained_cfg.num_classes
         self.head: nn.Module = nn.Linear(hidden_size, n) if n > 0 else nn.Identity()
 
@@ -203,6 +214,8 @@ def convert_hf_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, torc
 
 
 _HF_PREFIXES = ("audio_spectrogram_transformer.", "classifier.layernorm.", "classifier.dense.")
+# A bare ASTModel (transformers' embedder, no classification head) saves its tensors without a prefix.
+_HF_BARE_PREFIXES = ("embeddings.", "encoder.", "layers.", "layernorm.")
 
 
 def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -212,7 +225,73 @@ def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor]) -> dict[str, torch
         return convert_original_state_dict(state)
     if any(k.startswith(_HF_PREFIXES) for k in state):
         return convert_hf_state_dict(state)
+    if any(k.startswith("embeddings.patch_embeddings.") for k in state):
+        bare = {("backbone." + k if k.startswith(_HF_BARE_PREFIXES) else k): v for k, v in state.items()}
+        return convert_hf_state_dict(bare)
     return state
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Transformers directories (config.json + preprocessor_config.json written by save_pretrained)
+# ---------------------------------------------------------------------------------------------------------------------
+HF_MODEL_TYPE = "audio-spectrogram-transformer"
+# transformers class -> whether it carries the classification head (ASTMLPHead: LayerNorm + Linear).
+HF_ARCHITECTURES = {"ASTForAudioClassification": True, "ASTModel": False}
+HF_HEAD_PREFIX = "classifier."
+HF_EXTRACTOR = "ASTFeatureExtractor"
+HF_DEFAULT_ARCHITECTURE = "ast_base"
+
+
+def model_kwargs_from_transformers(config: Any, with_head: bool) -> dict[str, Any]:
+    """An ``ASTConfig`` (parsed and type-checked by transformers) -> this family's architecture arguments.
+
+    transformers uses its one ``layer_norm_eps`` for the blocks, the final norm and the head's LayerNorm alike.
+    ``max_length`` and ``num_mel_bins`` shape the input, so they live in the frontend
+    (:func:`frontend_from_transformers`). Dropout is a training choice and is left to the caller (``drop_rate=``).
+    """
+    if isinstance(config.patch_size, (list, tuple)):
+        raise ValueError(f"patch_size {config.patch_size!r}: transformers' AST builds square patches from an int")
+    return {
+        "hidden_size": config.hidden_size,
+        "num_layers": config.num_hidden_layers,
+        "num_heads": config.num_attention_heads,
+        "intermediate_size": config.intermediate_size,
+        "patch_size": config.patch_size,
+        "fstride": config.frequency_stride,
+        "tstride": config.time_stride,
+        "layer_norm_eps": config.layer_norm_eps,
+        "head_norm_eps": config.layer_norm_eps,
+        "head_norm": with_head,
+        "hidden_act": config.hidden_act,
+        "qkv_bias": config.qkv_bias,
+    }
+
+
+def frontend_from_transformers(extractor: dict[str, Any], config: Any) -> tuple[FrontendCfg, dict[str, Any]]:
+    """An ``ASTFeatureExtractor``'s saved settings -> the frontend (and no architecture arguments).
+
+    The extractor runs ``torchaudio.compliance.kaldi.fbank`` with its defaults (25 ms frames every 10 ms, pre-emphasis
+    0.97, 20 Hz to Nyquist, no dither) at its ``sampling_rate``, pads or cuts to ``max_length`` frames and, with
+    ``do_normalize``, maps ``x -> (x - mean) / (2 std)``. Its frame count and band count must be the ones the
+    model's position grid was built for (config.json's ``max_length`` and ``num_mel_bins``).
+    """
+    from transformers import ASTFeatureExtractor
+
+    fe = ASTFeatureExtractor.from_dict(dict(extractor))
+    for name in ("max_length", "num_mel_bins"):
+        if getattr(fe, name) != getattr(config, name):
+            raise ValueError(
+                f"{name} {getattr(fe, name)!r} differs from config.json's {getattr(config, name)!r}, which the "
+                "position embeddings were built for"
+            )
+    if not isinstance(fe.do_normalize, bool):
+        raise ValueError(f"do_normalize must be true or false, got {fe.do_normalize!r}")
+    rate = fe.sampling_rate
+    if isinstance(rate, bool) or not isinstance(rate, int):
+        raise ValueError(f"sampling_rate must be an integer, got {rate!r}")
+    # The extractor's std is doubled by ast_frontend; without normalisation the features pass unchanged.
+    mean, std = (fe.mean, fe.std) if fe.do_normalize else (0.0, 0.5)
+    return ast_frontend(fe.max_length, mean, std, sample_rate=rate, n_mels=fe.num_mel_bins), {}
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -223,17 +302,21 @@ _PAPER = "Y. Gong, Y.-A. Chung, J. Glass. AST: Audio Spectrogram Transformer. In
 _DROPBOX = "https://www.dropbox.com/s/{}/{}?dl=1"
 
 
-def ast_frontend(max_frames: int, mean: float, std: float) -> FrontendCfg:
+def ast_frontend(max_frames: int, mean: float, std: float, sample_rate: int = 16000, n_mels: int = 128) -> FrontendCfg:
     """The AST input: Kaldi fbank (16 kHz, 25 ms symmetric Hann frames every 10 ms, pre-emphasis 0.97, 128 Kaldi mel
     bands 20 Hz-8 kHz, natural log floored at float32 eps), zero-padded/truncated to ``max_frames`` in the log domain,
     then ``(x - mean) / (2 * std)`` (the factor 2 is folded into the stored ``std``; doubling is exact)."""
+    if isinstance(std, bool) or not isinstance(std, (int, float)):
+        raise ValueError(f"std must be a number, got {std!r}")
+    # Kaldi's frame sizes in samples: int(rate * ms / 1000), the FFT at the next power of two.
+    win_length = int(sample_rate * 25 * 0.001)
     return FrontendCfg(
         kind="kaldi_fbank",
-        sample_rate=16000,
-        n_fft=512,
-        win_length=400,
-        hop_length=160,
-        n_mels=128,
+        sample_rate=sample_rate,
+        n_fft=1 << (win_length - 1).bit_length(),
+        win_length=win_length,
+        hop_length=int(sample_rate * 10 * 0.001),
+        n_mels=n_mels,
         f_min=20.0,
         f_max=None,
         window="hann_symmetric",

@@ -24,6 +24,7 @@ Checkpoints accepted by :func:`checkpoint_filter_fn`:
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -34,7 +35,16 @@ from .._pretrained import FrontendCfg, PretrainedCfg
 from .._registry import register_model, register_pretrained_cfgs
 from ._base import AudioClassifier
 
-__all__ = ["Wav2Vec2Classifier", "checkpoint_filter_fn", "normalize_waveform", "wav2vec2_frontend"]
+__all__ = [
+    "Wav2Vec2Classifier",
+    "checkpoint_filter_fn",
+    "frontend_from_transformers",
+    "model_kwargs_from_transformers",
+    "normalize_waveform",
+    "wav2vec2_frontend",
+]
+
+_logger = logging.getLogger(__name__)
 
 NORM_EPS = 1e-7  # variance floor of Wav2Vec2FeatureExtractor's zero-mean/unit-variance step
 
@@ -83,27 +93,28 @@ class Wav2Vec2Classifier(AudioClassifier):
         drop_rate: float = 0.0,
         attn_drop_rate: float = 0.0,
         layerdrop: float = 0.0,
+        hidden_act: str = "gelu",
+        feat_extract_activation: str = "gelu",
+        masked_spec_embed: bool = True,
     ):
         super().__init__(pretrained_cfg)
-        from transformers import Wav2Vec2Config, Wav2Vec2Model
-
         fe = pretrained_cfg.frontend
         if fe.kind != "waveform":
             raise ValueError(f"Wav2Vec2 takes raw samples: it needs a 'waveform' frontend, got {fe.kind!r}")
         if not (len(conv_dim) == len(conv_kernel) == len(conv_stride)):
             raise ValueError("conv_dim, conv_kernel and conv_stride must have one entry per convolution")
-        self.config = Wav2Vec2Config(
+        self.config = self.backbone_config(
             hidden_size=hidden_size,
             num_hidden_layers=num_layers,
             num_attention_heads=num_heads,
             intermediate_size=intermediate_size,
-            hidden_act="gelu",
+            hidden_act=hidden_act,
             conv_dim=tuple(conv_dim),
             conv_kernel=tuple(conv_kernel),
             conv_stride=tuple(conv_stride),
             conv_bias=conv_bias,
             feat_extract_norm=feat_extract_norm,
-            feat_extract_activation="gelu",
+            feat_extract_activation=feat_extract_activation,
             do_stable_layer_norm=do_stable_layer_norm,
             num_conv_pos_embeddings=num_conv_pos_embeddings,
             num_conv_pos_embedding_groups=num_conv_pos_embedding_groups,
@@ -114,11 +125,14 @@ class Wav2Vec2Classifier(AudioClassifier):
             final_dropout=drop_rate,
             attention_dropout=attn_drop_rate,
             layerdrop=layerdrop,
-            mask_time_prob=0.05,  # > 0 so that masked_spec_embed exists, as in the published files
+            # transformers creates masked_spec_embed only when a masking probability is > 0; the published files
+            # carry it, a directory saved with both probabilities at 0 does not.
+            mask_time_prob=0.05 if masked_spec_embed else 0.0,
+            mask_feature_prob=0.0,
             apply_spec_augment=False,
             use_weighted_layer_sum=use_weighted_layer_sum,
         )
-        self.backbone = Wav2Vec2Model(self.config)
+        self.backbone = self.backbone_model(self.config)
         self.do_normalize = do_normalize
         self.use_weighted_layer_sum = use_weighted_layer_sum
         if use_weighted_layer_sum:
@@ -131,6 +145,20 @@ class Wav2Vec2Classifier(AudioClassifier):
             self.num_features = hidden_size
         n = pretrained_cfg.num_classes
         self.classifier: nn.Module = nn.Linear(self.num_features, n) if n > 0 else nn.Identity()
+
+    # transformers' prefix for the encoder inside its sequence classifier, in its state dicts (HuBERT: "hubert.").
+    state_dict_prefix = "wav2vec2."
+
+    def backbone_config(self, **options: Any) -> Any:
+        """The transformers config of the encoder (subclasses for encoders with the same layout: HuBERT)."""
+        from transformers import Wav2Vec2Config
+
+        return Wav2Vec2Config(**options)
+
+    def backbone_model(self, config: Any) -> nn.Module:
+        from transformers import Wav2Vec2Model
+
+        return Wav2Vec2Model(config)
 
     # -- geometry ------------------------------------------------------------------------------------------------------
     @property
@@ -215,7 +243,9 @@ class Wav2Vec2Classifier(AudioClassifier):
 
     def checkpoint_filter_fn(self, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         uses_parametrizations = any(".parametrizations.weight." in k for k in self.backbone.state_dict())
-        return checkpoint_filter_fn(state_dict, parametrized_pos_conv=uses_parametrizations)
+        return checkpoint_filter_fn(
+            state_dict, parametrized_pos_conv=uses_parametrizations, model_prefix=self.state_dict_prefix
+        )
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -232,19 +262,26 @@ _WEIGHT_NORM_NAMES = (
 
 
 def checkpoint_filter_fn(
-    state_dict: dict[str, torch.Tensor], parametrized_pos_conv: bool = True
+    state_dict: dict[str, torch.Tensor], parametrized_pos_conv: bool = True, model_prefix: str = "wav2vec2."
 ) -> dict[str, torch.Tensor]:
     """Hugging Face Wav2Vec2 keys (any of the layouts in the module docstring) or ours -> ours. Pure.
 
     ``parametrized_pos_conv`` says which weight-norm names the model in memory uses for the positional convolution
-    (``parametrizations.weight.original0/1`` with current torch, else ``weight_g/v``). Keys that match nothing are
-    kept, for the strict loader to report.
+    (``parametrizations.weight.original0/1`` with current torch, else ``weight_g/v``); ``model_prefix`` is the
+    encoder's prefix in transformers' task models. Keys that match nothing are kept, for the strict loader to report.
     """
     state = dict(state_dict)
     out: dict[str, torch.Tensor] = {}
+    dropped = sorted({k.split(".", 1)[0] for k in state if k.startswith(_DROPPED_PREFIXES)})
+    if dropped:
+        _logger.info(
+            "unused checkpoint tensors %s: pre-training (quantizer, project_q/hid) and CTC (lm_head) heads; audiokit "
+            "builds the encoder and, where the checkpoint has one, the sequence-classification head",
+            ", ".join(f"{name}.*" for name in dropped),
+        )
     for key, value in state.items():
-        if key.startswith("wav2vec2."):
-            key = "backbone." + key[len("wav2vec2.") :]
+        if key.startswith(model_prefix):
+            key = "backbone." + key[len(model_prefix) :]
         elif key.startswith(_DROPPED_PREFIXES):
             continue
         elif key.startswith(_BARE_PREFIXES):
@@ -256,6 +293,76 @@ def checkpoint_filter_fn(
                     key = key[: -len(src)] + dst
         out[key] = value
     return out
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Transformers directories (config.json + preprocessor_config.json written by save_pretrained)
+# ---------------------------------------------------------------------------------------------------------------------
+HF_MODEL_TYPE = "wav2vec2"
+# transformers class -> whether it carries the sequence-classification head. The pre-training and CTC models are
+# the same encoder with a head audiokit does not use: they load as embedders.
+HF_ARCHITECTURES = {
+    "Wav2Vec2ForSequenceClassification": True,
+    "Wav2Vec2Model": False,
+    "Wav2Vec2ForPreTraining": False,
+    "Wav2Vec2ForCTC": False,
+}
+HF_HEAD_PREFIX = "classifier."
+HF_EXTRACTOR = "Wav2Vec2FeatureExtractor"
+HF_DEFAULT_ARCHITECTURE = "wav2vec2_base"
+
+
+def model_kwargs_from_transformers(config: Any, with_head: bool) -> dict[str, Any]:
+    """A ``Wav2Vec2Config`` (or a config of the same encoder layout, HuBERT's; parsed and type-checked by
+    transformers) -> this family's architecture arguments.
+
+    Without the head (``Wav2Vec2Model``) there are no layer weights, projector or classifier: the embedding is the
+    time-mean of the last hidden state. Dropout and LayerDrop are training choices left to the caller.
+    """
+    if getattr(config, "add_adapter", False):
+        raise ValueError("add_adapter is true: audiokit has no path for the adapter layers after the encoder")
+    if getattr(config, "adapter_attn_dim", None) is not None:
+        raise ValueError("adapter_attn_dim is set: audiokit has no path for attention adapters (MMS)")
+    return {
+        "hidden_size": config.hidden_size,
+        "num_layers": config.num_hidden_layers,
+        "num_heads": config.num_attention_heads,
+        "intermediate_size": config.intermediate_size,
+        "hidden_act": config.hidden_act,
+        "conv_dim": tuple(config.conv_dim),
+        "conv_kernel": tuple(config.conv_kernel),
+        "conv_stride": tuple(config.conv_stride),
+        "conv_bias": config.conv_bias,
+        "feat_extract_norm": config.feat_extract_norm,
+        "feat_extract_activation": config.feat_extract_activation,
+        "do_stable_layer_norm": config.do_stable_layer_norm,
+        "num_conv_pos_embeddings": config.num_conv_pos_embeddings,
+        "num_conv_pos_embedding_groups": config.num_conv_pos_embedding_groups,
+        "layer_norm_eps": config.layer_norm_eps,
+        "masked_spec_embed": config.mask_time_prob > 0 or config.mask_feature_prob > 0,
+        "use_weighted_layer_sum": bool(with_head and config.use_weighted_layer_sum),
+        "classifier_proj_size": config.classifier_proj_size if with_head else None,
+    }
+
+
+def frontend_from_transformers(extractor: dict[str, Any], config: Any) -> tuple[FrontendCfg, dict[str, Any]]:
+    """A ``Wav2Vec2FeatureExtractor``'s saved settings -> the frontend and ``do_normalize``.
+
+    The extractor passes samples at ``sampling_rate`` through unchanged apart from, with ``do_normalize``, the
+    per-clip zero-mean/unit-variance step that the model applies here. ``return_attention_mask`` changes nothing for
+    audiokit: clips are never padded within a batch, and an all-ones mask gives transformers' unmasked result.
+    """
+    from transformers import Wav2Vec2FeatureExtractor
+
+    fe = Wav2Vec2FeatureExtractor.from_dict(dict(extractor))
+    if fe.feature_size != 1:
+        raise ValueError(f"feature_size {fe.feature_size!r}: Wav2Vec2 takes one sample per step")
+    if not isinstance(fe.do_normalize, bool):
+        raise ValueError(f"do_normalize must be true or false, got {fe.do_normalize!r}")
+    rate = fe.sampling_rate
+    if isinstance(rate, bool) or not isinstance(rate, int):
+        raise ValueError(f"sampling_rate must be an integer, got {rate!r}")
+    return wav2vec2_frontend(rate), {"do_normalize": fe.do_normalize}
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -271,9 +378,9 @@ _SUPERB_PAPER = (
 )
 
 
-def wav2vec2_frontend() -> FrontendCfg:
-    """Raw 16 kHz samples (identity frontend); the per-clip normalisation lives in the model (``do_normalize``)."""
-    return FrontendCfg(kind="waveform", sample_rate=16000)
+def wav2vec2_frontend(sample_rate: int = 16000) -> FrontendCfg:
+    """Raw samples (identity frontend); the per-clip normalisation lives in the model (``do_normalize``)."""
+    return FrontendCfg(kind="waveform", sample_rate=sample_rate)
 
 
 # Parameter counts of the full-size models built here (transformers 5.x Wav2Vec2Model, masked_spec_embed included).
