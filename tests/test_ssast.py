@@ -316,11 +316,12 @@ def test_refusals_name_the_problem(tmp_path):
 # ---------------------------------------------------------------------------------------------------------------------
 # Frames, windows, refusal to tag
 # ---------------------------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("name", ["ssast_base_patch.ssl", "ssast_base_frame.ssl"])
+# The ESC-50 tags (512 frames): the same geometry as the 1024-frame releases at half the tokens.
+@pytest.mark.parametrize("name", ["ssast_base_patch.ssl_esc50", "ssast_base_frame.ssl_esc50"])
 def test_embed_frames_are_the_time_columns(name, tmp_path):
     kernel, stride, frames, stats = GEOMETRY[name]
     model, sd = _loaded(name, tmp_path)
-    wave = _wave(2.0)  # 198 fbank frames, the rest of the 1024 zero padding
+    wave = _wave(2.0)  # 198 fbank frames, the rest of the 512 zero padding
     with torch.no_grad():
         rows = model.embed_frames(wave)
         hidden = model.embed_frames(wave, layer=1)
@@ -350,13 +351,13 @@ def test_embed_frames_are_the_time_columns(name, tmp_path):
 
 
 def test_long_files_are_embedded_in_windows(tmp_path):
-    model, _ = _loaded("ssast_base_patch.ssl", tmp_path)
-    n = 25 * SR
-    wave = _wave(25.0, batch=1)
+    model, _ = _loaded("ssast_base_patch.ssl_esc50", tmp_path)  # 512 frames: windows of 5.135 s
+    n = 12 * SR
+    wave = _wave(12.0, batch=1)
     path = tmp_path / "long.wav"
     sf.write(path, wave[0].numpy(), SR, subtype="FLOAT")
     result = ak.embed([path], model=model, num_workers=0)
-    width = 400 + 1023 * 160  # 1024 frames, 10.255 s
+    width = 400 + 511 * 160
     starts = [0, width, n - width]  # full windows, the last one aligned to the end
     with torch.no_grad():
         windows = torch.cat([model.embed(wave[:, s : s + width]) for s in starts])
@@ -366,7 +367,7 @@ def test_long_files_are_embedded_in_windows(tmp_path):
 
 
 def test_tag_refuses_the_embedder(tmp_path):
-    model, _ = _loaded("ssast_base_patch.ssl", tmp_path)
+    model, _ = _loaded("ssast_base_patch.ssl_esc50", tmp_path)
     path = tmp_path / "clip.wav"
     sf.write(path, _wave(1.0, batch=1)[0].numpy(), SR)
     with pytest.raises(ValueError, match="no classifier"):
