@@ -175,6 +175,7 @@ class SSAST(AudioClassifier):
             raise ValueError(f"embed_dim {embed_dim} is not divisible by num_heads {num_heads}")
         self.kernel = (fshape, tshape)
         self.stride = (fstride, tstride)
+        self.max_frames = fe.max_frames
         self.num_features = self.embed_dim = embed_dim
         self.patch_grid = patch_grid_shape(fe.n_mels, fe.max_frames, self.kernel, self.stride)
         num_patches = self.patch_grid[0] * self.patch_grid[1]
@@ -258,7 +259,7 @@ class SSAST(AudioClassifier):
         frames of the audio itself (at least one), not in the zero padding up to ``max_frames``."""
         fe = self.frontend_cfg
         win = fe.win_length or fe.n_fft
-        frames = min(fe.max_frames or 0, 1 + (max(num_samples, win) - win) // fe.hop_length)
+        frames = min(self.max_frames, 1 + (max(num_samples, win) - win) // fe.hop_length)
         return max(1, (frames - self.kernel[1]) // self.stride[1] + 1)
 
     @torch.no_grad()
@@ -319,7 +320,8 @@ class SSAST(AudioClassifier):
 # Checkpoints
 # ---------------------------------------------------------------------------------------------------------------------
 def _kind(kernel: tuple[int, ...]) -> str:
-    return f"{'frame' if kernel[0] > 16 else 'patch'} ({kernel[0]}x{kernel[1]})"
+    names = {kernel_: kind for kind, (kernel_, _) in _GEOMETRY.items()}
+    return f"{names.get(tuple(kernel), 'custom')} ({kernel[0]}x{kernel[1]})"
 
 
 def _input_size(state: dict[str, torch.Tensor], key: str) -> int:
