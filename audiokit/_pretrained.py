@@ -81,6 +81,9 @@ class FrontendCfg:
     log: Literal["db", "ln"] = "ln"  # db: 10*log10(max(x, amin)); ln: log(x + log_offset)
     log_offset: float = 0.0
     amin: float = 1e-10
+    # "db" only: each clip's log-mel is floored at its own maximum minus top_db decibels (torchaudio's AmplitudeToDB
+    # top_db, taken per clip; SAT: 120). None: no floor.
+    top_db: float | None = None
     mean: float = 0.0  # output = (log_mel - mean) / std
     std: float = 1.0
     # True where the original checkpoints store the DFT and mel matrices (PANNs): they become persistent buffers
@@ -128,6 +131,11 @@ class FrontendCfg:
             raise ValueError(f"frontend.log_offset must be a finite number >= 0, got {self.log_offset!r}")
         if _check_real("frontend.amin", self.amin, "a finite number > 0") <= 0:
             raise ValueError(f"frontend.amin must be a finite number > 0, got {self.amin!r}")
+        if self.top_db is not None:
+            if _check_real("frontend.top_db", self.top_db, "a finite number of decibels > 0") <= 0:
+                raise ValueError(f"frontend.top_db must be a finite number of decibels > 0, got {self.top_db!r}")
+            if self.log != "db" or self.kind != "logmel":
+                raise ValueError("frontend.top_db floors a decibel spectrogram: it needs kind 'logmel' and log 'db'")
         _check_real("frontend.mean", self.mean)
         # std 0 would divide every feature by zero and turn every score into NaN.
         if _check_real("frontend.std", self.std, "a finite number > 0") <= 0:

@@ -165,6 +165,19 @@ def kaldi_fbank(waveform: torch.Tensor, cfg: FrontendCfg) -> torch.Tensor:
     return out
 
 
+def floor_below_peak(logmel_db: torch.Tensor, top_db: float) -> torch.Tensor:
+    """``(B, n_mels, frames)`` decibels floored at each clip's own maximum minus ``top_db``.
+
+    This is torchaudio's ``AmplitudeToDB(top_db=...)`` applied to one clip at a time. Applied to a 3-D batch, torchaudio
+    packs the batch as channels of a single spectrogram (``amplitude_to_DB`` reshapes to ``(-1, shape[-3], F, T)``
+    and takes the maximum over the last three dimensions), so there one floor serves the whole batch and a clip's
+    features depend on the loudest clip it is batched with. Per clip, the result never depends on the batch and
+    equals torchaudio's at batch size 1.
+    """
+    peak = logmel_db.amax(dim=(-2, -1), keepdim=True)
+    return torch.maximum(logmel_db, peak - top_db)
+
+
 class LogMelFrontend(nn.Module):
     """Waveform ``(B, T)`` -> normalised log-mel ``(B, 1, n_mels, frames)``.
 
@@ -266,6 +279,8 @@ class LogMelFrontend(nn.Module):
             mel = torch.matmul(power.transpose(1, 2), self.mel_fb).transpose(1, 2)  # (B, n_mels, frames)
             if cfg.log == "db":
                 logmel = 10.0 * torch.log10(torch.clamp(mel, min=cfg.amin))
+                if cfg.top_db is not None:
+                    logmel = floor_below_peak(logmel, cfg.top_db)
             else:
                 logmel = torch.log(mel + cfg.log_offset)
             if cfg.mean != 0.0 or cfg.std != 1.0:
@@ -305,4 +320,5 @@ class LogMelFrontend(nn.Module):
         return (
             f"sr={c.sample_rate}, n_fft={c.n_fft}, win={c.win_length or c.n_fft} ({c.window}), hop={c.hop_length}, "
             f"mels={c.n_mels} ({c.mel_scale}, {math.floor(c.f_min)}-{math.floor(f_max)} Hz), log={c.log}"
+            + (f", top_db={c.top_db:g}" if c.top_db is not None else "")
         )
