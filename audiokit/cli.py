@@ -193,14 +193,74 @@ def _inputs_and_destination(args: argparse.Namespace) -> list[Path]:
 def cmd_tag(args: argparse.Namespace) -> int:
     from .inference import load_model, tag
 
+    if args.stream:
+        _check_stream_args(args)
     paths = _inputs_and_destination(args)
     model = load_model(args.model, args.checkpoint)
     if model.num_classes == 0:
         raise CliError(f"{args.model} has no classifier; use `audiokit embed`")
+    if args.stream:
+        return _tag_stream(paths, model, args)
     records = tag(paths, model, top_k=args.top_k, threshold=args.threshold, window=args.window, hop=args.hop,
                   aggregate=args.aggregate, **_runner_kwargs(args))  # fmt: skip
     _emit(_render_tags(records, args.format), args.output)
     return _report_failures([r["error"] for r in records if r["error"]], len(records))
+
+
+def _check_stream_args(args: argparse.Namespace) -> None:
+    if args.format == "json":
+        raise CliError("--stream prints each chunk as it is computed: use --format table, jsonl or csv (not json)")
+    if args.output not in (None, STDOUT):
+        raise CliError("--stream prints each chunk as it is computed, to stdout: redirect it instead of --output")
+    if args.hop is not None:
+        raise CliError("--stream takes consecutive chunks of --window seconds: --hop does not apply")
+
+
+def _tag_stream(paths: list[Path], model: Any, args: argparse.Namespace) -> int:
+    """``--stream``: each file is a new stream (``model.stream()``) fed chunk by chunk; a line (or row) per chunk with
+    its start and end time and top-k labels, written and flushed as soon as the chunk is done."""
+    from .audio.io import AudioLoadError, load_audio
+    from .inference import top_k
+
+    if not callable(getattr(model, "stream", None)):
+        raise CliError(f"--stream needs a streaming model (SAT); {args.model} has no stream()")
+    seconds = args.window if args.window is not None else model.chunk_seconds
+    size = max(1, round(seconds * model.sample_rate))
+    writer = csv.writer(sys.stdout, lineterminator="\n") if args.format == "csv" else None
+    if writer is not None:
+        writer.writerow(["path", "scope", "start", "end", "rank", "label", "score", "error"])
+    errors = []
+    for path in paths:
+        try:
+            wave = load_audio(path, sample_rate=model.sample_rate)
+        except AudioLoadError as err:
+            errors.append(str(err))
+            if writer is not None:
+                writer.writerow([path, "file", "", "", "", "", "", str(err)])
+            elif args.format == "jsonl":
+                print(json.dumps({"path": str(path), "error": str(err)}), flush=True)
+            else:
+                print(f"{path}\n  ERROR {err}", flush=True)
+            continue
+        stream = model.stream()
+        if args.format == "table":
+            print(f"{path}  ({wave.shape[-1] / model.sample_rate:.2f} s, {seconds:g} s chunks)", flush=True)
+        for start in range(0, wave.shape[-1], size):
+            probs = stream.push(wave[start : start + size])
+            labels = top_k(probs, model.label_names, args.top_k, args.threshold)
+            begin, end = start / model.sample_rate, min(wave.shape[-1], start + size) / model.sample_rate
+            if writer is not None:
+                for rank, (label, score) in enumerate(labels, 1):
+                    writer.writerow([path, "chunk", f"{begin:.6g}", f"{end:.6g}", rank, label, f"{score:.6f}", ""])
+            elif args.format == "jsonl":
+                record = {"path": str(path), "start": round(begin, 6), "end": round(end, 6),
+                          "labels": [{"label": n, "score": v} for n, v in labels]}  # fmt: skip
+                sys.stdout.write(json.dumps(record, allow_nan=False) + "\n")
+            else:
+                tags = ", ".join(f"{n} {v:.2f}" for n, v in labels)
+                sys.stdout.write(f"    [{begin:8.2f} - {end:8.2f}] {tags}\n")
+            sys.stdout.flush()
+    return _report_failures(errors, len(paths))
 
 
 def _report_failures(errors: list[str], total: int) -> int:
@@ -395,6 +455,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--aggregate", choices=["max", "mean"], default="max", help="clip score from windows")
     p.add_argument("--format", choices=["table", "json", "jsonl", "csv"], default="table")
     p.add_argument("--output", "-o", help="write results here (atomically; '-': stdout, the default)")
+    p.add_argument("--stream", action="store_true",
+                   help="streaming models (SAT): feed each file chunk by chunk (--window seconds, default the model's "
+                   "delay) and print each chunk's labels as it is computed")  # fmt: skip
     p.set_defaults(func=cmd_tag)
 
     p = sub.add_parser("embed", help="extract embeddings to .npz (ids + float32 matrix) or .npy")
