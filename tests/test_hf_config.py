@@ -279,6 +279,66 @@ def test_wav2vec2_config_round_trip_maps_every_field(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------------------------------
+# HuBERT
+# ---------------------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("feat_proj_layer_norm", "conv_pos_batch_norm"), [(False, True), (True, False)]
+)  # fmt: skip
+def test_hubert_directory_gives_transformers_logits_both_ways(tmp_path, feat_proj_layer_norm, conv_pos_batch_norm):
+    from transformers import HubertConfig
+
+    directory = _w2v_dir(
+        tmp_path / "d", family="Hubert", feat_proj_layer_norm=feat_proj_layer_norm,
+        conv_pos_batch_norm=conv_pos_batch_norm, feat_extract_norm="group", do_stable_layer_norm=False,
+    )  # fmt: skip
+    wave = _wave(0.3, batch=3)
+    expected = _reference(directory, wave)
+    original = HubertConfig.from_pretrained(directory)
+    for model in (
+        ak.create_model(f"local-dir:{directory}").eval(),
+        ak.create_model("hubert_base.librispeech", checkpoint_path=directory).eval(),
+    ):
+        with torch.no_grad():
+            logits = model(wave)
+        torch.testing.assert_close(logits, expected, atol=1e-4, rtol=0)
+        assert model.label_names == W2V_LABELS and type(model.backbone).__name__ == "HubertModel"
+        for field in ("feat_proj_layer_norm", "conv_pos_batch_norm", "feat_extract_activation", "conv_bias"):
+            assert getattr(model.config, field) == getattr(original, field), field
+
+
+def test_hubert_model_directory_is_an_embedder(tmp_path):
+    directory = _w2v_dir(tmp_path / "d", family="Hubert", head=False)
+    model = ak.create_model(f"local-dir:{directory}").eval()
+    assert model.num_classes == 0
+    wave = _wave(0.3)
+    torch.testing.assert_close(model.embed(wave), _reference(directory, wave, "AutoModel"), atol=1e-4, rtol=0)
+
+
+def test_a_wav2vec2_directory_is_not_a_hubert(tmp_path):
+    directory = _w2v_dir(tmp_path / "d")
+    with pytest.raises(ValueError, match=r"not one of hubert_base\.librispeech \(family hubert\); load it with"):
+        ak.create_model("hubert_base.librispeech", checkpoint_path=directory)
+
+
+@pytest.mark.slow
+def test_full_size_hubert_base():
+    from transformers import HubertConfig, HubertModel
+
+    model = ak.create_model("hubert_base.librispeech").eval()
+    reference = HubertModel(HubertConfig())
+    assert sum(p.numel() for p in model.parameters()) == 94_371_712
+    assert sum(p.numel() for p in model.parameters()) == sum(p.numel() for p in reference.parameters())
+    assert model.hop == 320 and model.receptive_field == 400 and model.num_features == 768
+    model.backbone.load_state_dict(reference.state_dict())
+    wave = _wave(2.0, batch=1)
+    with torch.no_grad():
+        expected = reference.eval()(
+            (wave - wave.mean()) / torch.sqrt(wave.var(unbiased=False) + 1e-7)
+        ).last_hidden_state.mean(dim=1)
+        torch.testing.assert_close(model.embed(wave), expected, atol=1e-4, rtol=0)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
 # Refusals
 # ---------------------------------------------------------------------------------------------------------------------
 def _one_line(err: BaseException) -> str:
