@@ -24,7 +24,8 @@ from audiokit.cli import main
 from audiokit.models.sat import load_release_checkpoint
 
 SR = 16000
-# name, registered architecture, upstream entry point, small-model arguments, time columns, token pooling, streaming
+# key: (registered architecture, upstream entry point, small-model arguments, piece frames, memory frames,
+#       token pooling, streaming)
 SMALL = {"embed_dim": 32, "depth": 2, "num_heads": 2}
 CONFIGS = {
     # 2 s geometry: 192-frame pieces, 192 frames (48 tokens) of memory.
