@@ -548,7 +548,12 @@ def _check_audiokit_config(
 # provides HF_ARCHITECTURES (transformers class -> whether it has the classification head), HF_HEAD_PREFIX,
 # HF_EXTRACTOR, HF_DEFAULT_ARCHITECTURE, model_kwargs_from_transformers(config, with_head) and
 # frontend_from_transformers(extractor, config) -> (FrontendCfg, architecture arguments).
-TRANSFORMERS_FAMILIES = {"audio-spectrogram-transformer": "ast", "wav2vec2": "wav2vec2", "hubert": "hubert"}
+TRANSFORMERS_FAMILIES = {
+    "audio-spectrogram-transformer": "ast",
+    "wav2vec2": "wav2vec2",
+    "hubert": "hubert",
+    "wavlm": "wavlm",
+}
 TRANSFORMERS_EXTRACTOR_NAMES = ("preprocessor_config.json", "feature_extractor_config.json")
 # problem_type -> (task, output activation), as transformers' audio-classification pipeline applies them.
 _PROBLEM_TYPES: dict[str | None, tuple[str, str]] = {

@@ -339,6 +339,58 @@ def test_full_size_hubert_base():
 
 
 # ---------------------------------------------------------------------------------------------------------------------
+# WavLM
+# ---------------------------------------------------------------------------------------------------------------------
+WAVLM_BIAS = {"num_buckets": 16, "max_bucket_distance": 40}
+
+
+def test_wavlm_directory_gives_transformers_logits_both_ways(tmp_path):
+    from transformers import WavLMConfig
+
+    directory = _w2v_dir(tmp_path / "d", family="WavLM", **WAVLM_BIAS)
+    wave = _wave(0.5, batch=3)  # 666 frames: most distances lie beyond max_bucket_distance
+    expected = _reference(directory, wave)
+    original = WavLMConfig.from_pretrained(directory)
+    for model in (
+        ak.create_model(f"local-dir:{directory}").eval(),
+        ak.create_model("wavlm_base.librispeech", checkpoint_path=directory).eval(),
+    ):
+        with torch.no_grad():
+            logits = model(wave)
+        torch.testing.assert_close(logits, expected, atol=1e-4, rtol=0)
+        assert model.label_names == W2V_LABELS and type(model.backbone).__name__ == "WavLMModel"
+        for field in ("num_buckets", "max_bucket_distance", "do_stable_layer_norm", "feat_extract_norm"):
+            assert getattr(model.config, field) == getattr(original, field), field
+
+
+def test_wavlm_model_directory_is_an_embedder(tmp_path):
+    directory = _w2v_dir(
+        tmp_path / "d", family="WavLM", head=False, feat_extract_norm="group", do_stable_layer_norm=False, **WAVLM_BIAS
+    )
+    model = ak.create_model(f"local-dir:{directory}").eval()
+    assert model.num_classes == 0
+    wave = _wave(0.3)
+    torch.testing.assert_close(model.embed(wave), _reference(directory, wave, "AutoModel"), atol=1e-4, rtol=0)
+
+
+@pytest.mark.slow
+def test_full_size_wavlm_base():
+    from transformers import WavLMConfig, WavLMModel
+
+    model = ak.create_model("wavlm_base.librispeech").eval()
+    reference = WavLMModel(WavLMConfig())
+    assert sum(p.numel() for p in model.parameters()) == 94_381_936
+    assert sum(p.numel() for p in model.parameters()) == sum(p.numel() for p in reference.parameters())
+    model.backbone.load_state_dict(reference.state_dict())
+    wave = _wave(2.0, batch=1)
+    with torch.no_grad():
+        expected = reference.eval()(
+            (wave - wave.mean()) / torch.sqrt(wave.var(unbiased=False) + 1e-7)
+        ).last_hidden_state.mean(dim=1)
+        torch.testing.assert_close(model.embed(wave), expected, atol=1e-4, rtol=0)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
 # Refusals
 # ---------------------------------------------------------------------------------------------------------------------
 def _one_line(err: BaseException) -> str:
