@@ -20,6 +20,12 @@ Checkpoints accepted by :func:`checkpoint_filter_fn`:
 - the positional-convolution weight norm stored either as ``weight_g`` / ``weight_v`` (older files) or as
   ``parametrizations.weight.original0`` / ``original1`` (newer files), mapped to the names the model in memory uses;
 - our own ``save_pretrained`` layout (passed through).
+
+A transformers directory (``save_pretrained`` of one of :data:`HF_ARCHITECTURES`, with its
+``preprocessor_config.json``) is built from its own files by :func:`model_kwargs_from_transformers` and
+:func:`frontend_from_transformers`: any conv layout, group or layer feature-encoder norm, post- or pre-LN
+(``do_stable_layer_norm``) transformer, weighted layer sum and projector size, and the extractor's ``do_normalize``.
+HuBERT and WavLM (``hubert.py``, ``wavlm.py``) reuse this class with their own transformers backbone.
 """
 
 from __future__ import annotations
@@ -68,7 +74,7 @@ class Wav2Vec2Classifier(AudioClassifier):
 
     SpecAugment-style masking is switched off (``apply_spec_augment=False``) and LayerDrop defaults to 0, so that
     training a new head on top is deterministic apart from dropout; ``backbone.masked_spec_embed`` is still created
-    (the published checkpoints carry it) but is unused.
+    (the published checkpoints carry it; ``masked_spec_embed=False`` for directories saved without it) but is unused.
     """
 
     def __init__(
