@@ -19,10 +19,12 @@ from tests._calibration import informative
 ALL_MODELS = ak.list_models()
 BIG = {"efficientat_mn30", "efficientat_mn40", "efficientat_dymn20", "panns_cnn14", "panns_cnn14_16k",
        "panns_wavegram_logmel_cnn14", "ast_base", "ast_base_12x12", "ast_base_14x14", "ast_base_16x16",
-       "wav2vec2_base", "vggish"}  # fmt: skip
+       "wav2vec2_base", "hubert_base", "wavlm_base", "vggish", "htsat"}  # fmt: skip
 # PaSST: every variant is a ViT-B (or the 7-block PaSST-L) at ~5-20 s a forward here; tests/test_passt.py checks the
 # family on a small configuration in the default run.
 BIG |= {name.split(".")[0] for name in ak.list_models("passt_*")}
+# SSAST: ViT-B (-S, -Ti) embedders over 1214 tokens (frame models 1025) at ~4 s a Base forward here.
+BIG |= {name.split(".")[0] for name in ak.list_models("ssast_*")}
 
 
 def _marks(name: str):
@@ -38,11 +40,25 @@ AST_STRIDE_VARIANTS = ("ast_base_12x12", "ast_base_14x14", "ast_base_16x16")
 # PaSST likewise: every variant is the one PaSST module with another stride, input length, depth or frontend hop; the
 # contract runs on passt_s.audioset (at 10-40 s a ViT-B forward here; the family's numerics are tested on a small
 # configuration in tests/test_passt.py), the variants are checked for what is theirs: size and positional grid.
-PASST_VARIANTS = [p for p in SWEEP if p.values[0].startswith("passt_") and p.values[0] != "passt_s.audioset"]
+# (Names, not SWEEP's params: these meta-device checks take milliseconds and run without the full-size slow mark.)
+PASST_VARIANTS = [name for name in ALL_MODELS if name.startswith("passt_") and name != "passt_s.audioset"]
+# SSAST likewise: the releases are one module at three widths and two patch shapes, the ESC-50 tags the same weights
+# with a 512-frame input; the contract runs on Base-Patch and on Tiny-Frame (the frame geometry at a twentieth of
+# Base-Frame's cost: ~3 min a test here for a Base), the others are checked for their size and positional grid
+# (tests/test_ssast.py checks the family's numerics on a small configuration).
+SSAST_CONTRACT = ("ssast_base_patch.ssl", "ssast_tiny_frame.ssl")
+SSAST_VARIANTS = [name for name in ALL_MODELS if name.startswith("ssast_") and name not in SSAST_CONTRACT]
+# SAT: forward over a clip of several pieces returns the logit of the mean of the pieces' probabilities (upstream's
+# output, so that predict_proba and tag report it), which no Linear of the clip embedding gives: the contract runs in
+# tests/test_sat.py with that identity on small configurations; here every variant is checked for its size and grid.
+SAT_VARIANTS = [name for name in ALL_MODELS if name.startswith("sat_")]
 CONTRACT_SWEEP = [
     param
     for param in SWEEP
-    if param.values[0].split(".")[0] not in AST_STRIDE_VARIANTS and param not in PASST_VARIANTS
+    if param.values[0].split(".")[0] not in AST_STRIDE_VARIANTS
+    and param.values[0] not in PASST_VARIANTS
+    and param.values[0] not in SSAST_VARIANTS
+    and param.values[0] not in SAT_VARIANTS
 ]
 AST_VARIANT_SWEEP = [param for param in SWEEP if param.values[0].split(".")[0] in AST_STRIDE_VARIANTS]
 # input_tdim (frames the grid was made for) and stride of each release, from the PaSST repository's default_cfgs.
@@ -60,7 +76,7 @@ def _random_model(name: str) -> torch.nn.Module:
     and wav2vec2 are informative as created (logits O(1) that differ by 3e-2 to 0.8 between the clips of ``_audio``)
     and would take seconds to calibrate, so they stay as created.
     """
-    if name.startswith(("ast_", "wav2vec2_")):
+    if name.startswith(("ast_", "wav2vec2_", "hubert_", "wavlm_")):
         return ak.create_model(name).eval()
     return informative(name)
 
@@ -97,7 +113,17 @@ def test_contract(name, tmp_path):
         outputs = cfg.num_classes or model.num_features  # a pure embedder (0 classes) returns its embedding
         assert logits.shape == (2, outputs) and embedding.shape == (2, model.num_features)
         assert torch.isfinite(logits).all()
-        torch.testing.assert_close(model.get_classifier()(embedding), logits)
+        if cfg.architecture == "htsat":
+            # HTS-AT's classifier (tscam_conv) is a convolution over the token map that sees its two frequency rows
+            # apart and zero-pads the first and last frame, so its clip logits are no function of the pooled
+            # embedding: the contract is that the head turns the backbone output into the logits and, before the
+            # classifier, into the embedding.
+            with torch.no_grad():
+                features = model.forward_features(model.prepare_waveform(wave))
+            torch.testing.assert_close(model.forward_head(features), logits)
+            torch.testing.assert_close(model.forward_head(features, pre_logits=True), embedding)
+        else:
+            torch.testing.assert_close(model.get_classifier()(embedding), logits)
         if seconds == lengths[0]:  # the cheaper length for the checks that need more forward passes
             short_wave, short_logits, short_embedding = wave, logits, embedding
     assert (short_logits[0] - short_logits[1]).abs().max() > 1e-3  # the two clips differ: comparisons can fail
@@ -141,6 +167,41 @@ def test_passt_variants_have_their_size_and_grid(name):
     assert tuple(model.time_new_pos_embed.shape) == (1, 768, 1, tdim // stride)
     assert tuple(model.freq_new_pos_embed.shape) == (1, 768, 128 // stride, 1)
     assert len(model.blocks) == (7 if arch == "passt_l" else 12)
+
+
+@pytest.mark.parametrize("name", SSAST_VARIANTS)
+def test_ssast_variants_have_their_size_and_grid(name):
+    cfg = ak.get_pretrained_cfg(name)
+    with torch.device("meta"):  # shapes only, as for PaSST
+        model = ak.create_model(name)
+    assert sum(p.numel() for p in model.parameters()) == cfg.num_params
+    frame = "_frame" in name
+    kernel, stride = ((128, 2), (128, 1)) if frame else ((16, 16), (10, 10))
+    frames = 512 if name.endswith(".ssl_esc50") else 1024
+    grid = ((128 - kernel[0]) // stride[0] + 1, (frames - kernel[1]) // stride[1] + 1)
+    assert model.patch_embed.proj.kernel_size == kernel and model.patch_embed.proj.stride == stride
+    assert tuple(model.pos_embed.shape) == (1, 2 + grid[0] * grid[1], model.embed_dim) and len(model.blocks) == 12
+
+
+# (piece frames, memory frames, pooling) of each release, from upstream's models/audiotransformer.py.
+SAT_GEOMETRY = {"sat_tiny_2s": (192, 192, "mean"), "sat_tiny_1s": (96, 96, "mean"), "sat_small_2s": (192, 192, "token"),
+                "sat_small_1s": (192, 192, "token"), "sat_base_2s": (192, 192, "mean"), "sat_base_1s": (96, 96, "mean"),
+                "sat_vit_tiny": (1012, 0, "mean"), "sat_vit_small": (1012, 0, "token"),
+                "sat_vit_base": (1012, 0, "mean")}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", SAT_VARIANTS)
+def test_sat_variants_have_their_size_and_grid(name):
+    arch = name.split(".")[0]
+    target, cache, pooling = SAT_GEOMETRY[arch]
+    with torch.device("meta"):  # shapes only
+        model = ak.create_model(name)
+    dim = {"tiny": 192, "small": 384, "base": 768}[arch.removeprefix("sat_vit_").removeprefix("sat_").split("_")[0]]
+    assert sum(p.numel() for p in model.parameters()) == ak.get_pretrained_cfg(name).num_params
+    assert tuple(model.time_pos_embed.shape) == (1, dim, 1, (target + cache) // 16)
+    assert tuple(model.freq_pos_embed.shape) == (1, dim, 4, 1) and len(model.blocks) == 12
+    assert (model.pooling, model.target_length, model.cache_length) == (pooling, target, cache)
+    assert ("blocks.0.attn.qkv.weight" in model.state_dict()) == (cache == 0)  # the baselines' fused qkv
 
 
 @pytest.mark.parametrize("name", CONTRACT_SWEEP)
