@@ -147,8 +147,11 @@ class HearModel(nn.Module):
         rate = self.model_sample_rate
         if self.native_frames:
             frames = self._in_batches(self._embed_frames, x).float()
-            step = float(self.model.frame_hop_seconds)  # type: ignore[attr-defined]
-            centres = (torch.arange(frames.shape[1], dtype=torch.float64) + 0.5) * step
+            if hasattr(self.model, "frame_times"):  # frames that depend on the length (HTS-AT): their own times
+                centres = self.model.frame_times(length).mean(dim=1)  # type: ignore[operator]
+            else:
+                step = float(self.model.frame_hop_seconds)  # type: ignore[attr-defined]
+                centres = (torch.arange(frames.shape[1], dtype=torch.float64) + 0.5) * step
         else:
             # Excerpts start every ``stride`` samples of the padded sound, so excerpt k is centred on sample
             # k * stride of the original: unfold gives them as a view, and only a batch at a time is copied.

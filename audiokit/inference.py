@@ -883,12 +883,18 @@ def embed(
             if not segments and result.values is not None:
                 segments = [Segment(0.0, result.duration or 0.0, result.values)]
             for seg in segments:
+                # A model whose frames depend on the input's length (HTS-AT stretches its input onto a fixed grid)
+                # gives their times itself; the others have a fixed hop.
+                spans = None
+                if hasattr(net, "frame_times"):
+                    spans = net.frame_times(round((seg.end - seg.start) * net.sample_rate)).tolist()
                 for i, row in enumerate(seg.values):
-                    start = seg.start + i * step
+                    start = seg.start + (spans[i][0] if spans else i * step)
+                    end = seg.start + spans[i][1] if spans else start + step
                     ids.append(f"{result.path}@{start:.3f}")
                     rows.append(row)
                     starts.append(start)
-                    ends.append(min(start + step, seg.end))
+                    ends.append(min(end, seg.end))
         elif window is not None:
             for seg in result.segments:
                 ids.append(f"{result.path}@{seg.start:.3f}-{seg.end:.3f}")

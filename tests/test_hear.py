@@ -127,3 +127,16 @@ def test_hearvalidator_accepts_the_module(tmp_path, monkeypatch):
     path, _ = _checkpoint("efficientat_mn01.audioset", tmp_path)
     monkeypatch.setattr(hear, "DEFAULT_MODEL", "efficientat_mn01.audioset")
     ValidateModel("audiokit.hear", path, device="cpu")()
+
+
+def test_length_dependent_frames_take_the_models_own_times():
+    """HTS-AT stretches its input onto a fixed grid, so its 32 frames of a 4 s sound are 4/10.24 as long as at its full
+    input: the timestamps are the centres of ``frame_times``, not multiples of ``frame_hop_seconds``."""
+    torch.manual_seed(0)
+    net = ak.create_model("htsat.audioset", embed_dim=16, depths=(2, 2, 2, 2), num_heads=(2, 2, 4, 8)).eval()
+    model = hear.HearModel(net)
+    audio = 0.1 * torch.randn(1, 4 * model.sample_rate, generator=torch.Generator().manual_seed(2))
+    frames, times = hear.get_timestamp_embeddings(audio, model)
+    expected = net.frame_times(4 * net.sample_rate).mean(dim=1) * 1000
+    assert frames.shape == (1, 32, model.timestamp_embedding_size)
+    assert times[0].tolist() == pytest.approx(expected.tolist(), abs=1e-3) and times[0, -1] < 4000

@@ -555,6 +555,14 @@ def test_frame_level_embed(release, tmp_path):
         frames = model.embed_frames(wave)[0]
     assert result.vectors.shape == (32, 16 * 8) and result.starts[1] == pytest.approx(0.32)
     assert abs(result.vectors - frames.numpy()).max() < 1e-4
+    # A shorter clip is stretched onto the grid: its rows are shorter than 0.32 s and the times say so.
+    short = tmp_path / "short.wav"
+    sf.write(short, wave[0, : 5 * SR].numpy(), SR, subtype="FLOAT")
+    result = ak.embed([short], model=model, frame_level=True)
+    spans = model.frame_times(5 * SR)
+    assert result.starts.tolist() == pytest.approx(spans[:, 0].tolist())
+    assert result.ends.tolist() == pytest.approx(spans[:, 1].clamp(max=5.0).tolist())  # none past the file's end
+    assert result.starts[1] == pytest.approx(32 * 500 / 1023 * HOP / SR)  # 501 STFT frames over 1024 positions
 
 
 def test_spec_augment_in_training_only():
