@@ -83,6 +83,7 @@ def _fit(
 ) -> tuple[dict[str, torch.Tensor], set[str]]:
     """The checkpoint's tensors in the model's names, checked name by name and shape by shape against the model
     (either may hold meta tensors: only shapes are compared), and the classifier's key names."""
+    model.check_checkpoint(checkpoint, source)  # what the file says besides its tensors (SAT: its training config)
     state = model.checkpoint_filter_fn(unwrap_state_dict(checkpoint, source))
     expected = model.state_dict()
     head = model.pretrained_cfg.classifier

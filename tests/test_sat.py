@@ -274,17 +274,18 @@ def test_refusals_name_the_problem(tmp_path):
     with pytest.raises(CheckpointMismatchError, match=r"missing blocks\.1\.mlp\.fc2\.bias"):
         ak.create_model("sat_tiny_2s.audioset", checkpoint_path=tmp_path / "missing.pt", **kwargs)
 
-    # A 1 s file (12 time columns) for a 2 s name (24).
+    # A 1 s file (12 time columns) for a 2 s name (24), as a bare state dict: no config to name it, so its time grid
+    # does (with the config, the config's check below speaks first).
     one_second, _ = small_release("1s_token")
-    torch.save({"model": one_second, "config": {"model": "SAT_T_1s"}}, tmp_path / "1s.pt")
+    torch.save(one_second, tmp_path / "1s.pt")
     with pytest.raises(ValueError, match=r"time_pos_embed has 10 time columns.*sat_tiny_2s\.audioset has 24"):
         ak.create_model("sat_tiny_2s.audioset", checkpoint_path=tmp_path / "1s.pt", **kwargs)
 
     # Same shapes, but the file's config names another variant: SAT-S 1 s and 2 s share every shape upstream.
     torch.save({"model": sd, "config": {**config, "model": "SAT_T_1s"}}, tmp_path / "other.pt")
-    model = ak.create_model("sat_tiny_2s.audioset", **kwargs)
     with pytest.raises(ValueError, match=r"SAT_T_1s \(audiokit's sat_tiny_1s\).*sat_tiny_2s\.audioset is .*SAT_T_2s"):
-        load_release_checkpoint(model, tmp_path / "other.pt")
+        ak.create_model("sat_tiny_2s.audioset", checkpoint_path=tmp_path / "other.pt", **kwargs)
+    model = ak.create_model("sat_tiny_2s.audioset", **kwargs)
     torch.save({"model": sd, "config": {**config, "model_args": {**kwargs, "target_length": 96}}}, tmp_path / "a.pt")
     with pytest.raises(ValueError, match=r"model_args target_length=96, which sat_tiny_2s\.audioset has as 192"):
         load_release_checkpoint(model, tmp_path / "a.pt")

@@ -102,6 +102,11 @@ class AudioClassifier(nn.Module):
         """
         return dict(state_dict)
 
+    def check_checkpoint(self, checkpoint: Any, source: str) -> None:
+        """Refuse a loaded checkpoint whose non-tensor content contradicts this model (families whose release files
+        carry their training configuration override this); called before ``checkpoint_filter_fn``. ``checkpoint`` is
+        the object as loaded, before any unwrapping."""
+
     def get_classifier(self) -> nn.Module:
         return self.get_submodule(self.pretrained_cfg.classifier)
 

@@ -432,6 +432,12 @@ class SAT(AudioClassifier):
                 new = new.to(device=reference.device, dtype=reference.dtype)
             self.outputlayer = new
 
+    def check_checkpoint(self, checkpoint: Any, source: str) -> None:
+        """A release file's ``config`` must name this variant: SAT-S 1 s and 2 s share every tensor shape, so only the
+        config tells them apart."""
+        if isinstance(checkpoint, Mapping) and "model" in checkpoint:
+            check_release_config(checkpoint.get("config"), self, source=source)
+
     def checkpoint_filter_fn(self, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return checkpoint_filter_fn(state_dict, self)
 
@@ -517,19 +523,13 @@ def check_release_config(config: Any, model: SAT, source: str = "checkpoint") ->
 
 
 def load_release_checkpoint(model: SAT, path: str | os.PathLike[str]) -> None:
-    """Load a release file (``{'model': ..., 'config': ...}`` or a bare state dict) strictly, after checking its
-    ``config`` against the model's variant (``check_release_config``).
-
-    ``create_model(name, checkpoint_path=...)`` loads the same tensors as strictly, but the builder hands families the
-    state dict alone, so there the config is not seen: this is the way in that checks it.
-    """
+    """Load a release file (``{'model': ..., 'config': ...}`` or a bare state dict) into an existing model strictly,
+    its ``config`` checked against the model's variant (``check_release_config``), as ``create_model(name,
+    checkpoint_path=...)`` does."""
     from .._builder import load_weights
     from .._hub import load_state_dict_file
 
-    checkpoint = load_state_dict_file(path)
-    if isinstance(checkpoint, Mapping) and "model" in checkpoint:
-        check_release_config(checkpoint.get("config"), model, source=str(path))
-    load_weights(model, checkpoint, source=str(path))
+    load_weights(model, load_state_dict_file(path), source=str(path))
 
 
 def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: SAT) -> dict[str, torch.Tensor]:
