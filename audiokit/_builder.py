@@ -37,7 +37,7 @@ from ._hub import (
     resolve_checkpoint_path,
     resolve_weights,
 )
-from ._pretrained import PretrainedCfg
+from ._pretrained import MAX_NUM_CLASSES, PretrainedCfg
 from ._registry import get_model_family, get_pretrained_cfg, model_entrypoint, resolve_model_name
 from .layers import OUTPUT_ACTIVATIONS, HeadConfig
 
@@ -371,6 +371,11 @@ def _resolve_registered(
             config = _read_json_object(path / CONFIG_NAME, "model config")
             if is_transformers_config(config):
                 return _resolve_transformers_dir(path, config, kwargs, registered)
+            if "pretrained_cfg" in config:  # its labels, task and head would be lost under the registered config
+                raise ValueError(
+                    f"{path} is an audiokit save_pretrained directory: load it with create_model('local-dir:{path}') "
+                    "(its config.json holds the labels, task and architecture the weights belong to)"
+                )
         weights = resolve_checkpoint_path(path)
     elif pretrained:
         if not registered.url:
@@ -648,6 +653,13 @@ def _resolve_transformers_dir(
             f"{config_path}: asks for code shipped with the model (auto_map); audiokit never runs a directory's code "
             "(trust_remote_code is never enabled)"
         )
+    # transformers builds num_labels label entries while it parses the config: bounded first, so a few bytes of JSON
+    # cannot ask for gigabytes.
+    for key, count in (("num_labels", config.get("num_labels")), ("id2label", len(config.get("id2label") or ()))):
+        if count is not None and not (
+            isinstance(count, int) and not isinstance(count, bool) and 0 <= count <= MAX_NUM_CLASSES
+        ):
+            raise ValueError(f"{config_path}: {key} must give 0..{MAX_NUM_CLASSES} classes, got {count!r}")
     model_type = config["model_type"]
     architectures = config.get("architectures")
     if architectures is not None and not (

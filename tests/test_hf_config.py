@@ -507,3 +507,20 @@ def test_no_architectures_key_reads_the_head_off_the_weights(ast_dir, tmp_path):
     model = ak.create_model(f"local-dir:{directory}").eval()
     with torch.no_grad():
         torch.testing.assert_close(model(wave), _reference(ast_dir, wave), atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("config", [{"model_type": "wav2vec2", "num_labels": 100_000_000},
+                                    {"model_type": "audio-spectrogram-transformer", "num_labels": True}])  # fmt: skip
+def test_class_count_is_bounded_before_transformers_parses_the_config(tmp_path, config):
+    """transformers builds one label entry per class while parsing: 10^8 of them would take tens of GB."""
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=r"config\.json: num_labels must give 0\.\.100000 classes"):
+        ak.create_model(f"local-dir:{tmp_path}")
+
+
+def test_an_audiokit_directory_given_as_checkpoint_path_points_to_local_dir(tmp_path):
+    model = ak.create_model("bcresnet_1.speechcommands", num_classes=3, label_names=["a", "b", "c"])
+    model.save_pretrained(tmp_path / "saved")
+    with pytest.raises(ValueError, match=r"audiokit save_pretrained directory: load it with create_model\('local-dir:"):
+        ak.create_model("bcresnet_1.speechcommands", checkpoint_path=tmp_path / "saved", num_classes=3)
+    assert ak.create_model(f"local-dir:{tmp_path / 'saved'}").label_names == ("a", "b", "c")
