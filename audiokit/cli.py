@@ -42,12 +42,14 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise CliError("--output must be a file: an exported model is binary")
     inputs = [args.checkpoint] if args.checkpoint else []
     check_output_path(args.output, inputs, what="--output")
+    from ._builder import create_model
+
+    # Built first, outside the write's error handling: a missing or unreadable model is a usage error (exit 2), not a
+    # failure to write the result (exit 3).
+    model = create_model(args.model, pretrained=args.checkpoint is None, checkpoint_path=args.checkpoint)
     try:
-        path = export(args.model, args.output, args.format, checkpoint_path=args.checkpoint,
-                      batch_size=args.batch_size, max_seconds=args.max_seconds)  # fmt: skip
+        path = export(model, args.output, args.format, batch_size=args.batch_size, max_seconds=args.max_seconds)
     except OSError as err:
-        if isinstance(err, FileNotFoundError) and args.checkpoint and err.filename == args.checkpoint:
-            raise
         raise OutputWriteError(f"could not write {args.output}: {err.strerror or err}") from None
     print(path)
     return EXIT_OK

@@ -207,7 +207,7 @@ def export(
         raise ValueError(f"format must be one of {EXPORT_FORMATS}, got {format!r}")
     if batch_size is not None and not (isinstance(batch_size, int) and 1 <= batch_size <= MAX_BATCH):
         raise ValueError(f"batch_size must be an integer in 1..{MAX_BATCH}, got {batch_size!r}")
-    eager = _resolve(model, checkpoint_path).eval()
+    eager = _resolve(model, checkpoint_path)  # the caller's instance keeps its mode: only copies are put in eval
     name = eager.pretrained_cfg.name
     reason = _static_batch_reason(eager)
     if reason is not None and batch_size is None:

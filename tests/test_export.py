@@ -32,8 +32,10 @@ def _eager(model, x):
 
 
 def test_onnx_with_dynamic_batch_and_length_and_its_metadata(tmp_path):
-    model = informative("efficientat_mn01.audioset")
+    model = informative("efficientat_mn01.audioset").train()  # exported as in eval; its own mode is left alone
     path = export(model, tmp_path / "mn01.onnx")
+    assert model.training
+    model.eval()
     session = _session(path)
     assert [i.name for i in session.get_inputs()] == ["waveform"]
     assert [o.name for o in session.get_outputs()] == ["logits"]
@@ -148,6 +150,9 @@ def test_cli_export(tmp_path, capsys):
     assert "is also an input" in capsys.readouterr().err
     assert main(["export", "bcresnet_1.speechcommands", "--checkpoint", str(weights), "--output", "-"]) == 2
     assert "must be a file" in capsys.readouterr().err
+    missing = tmp_path / "missing.pt"
+    assert main(["export", "bcresnet_1.speechcommands", "--checkpoint", str(missing), "-o", str(tmp_path / "m")]) == 2
+    assert "missing.pt" in capsys.readouterr().err  # a usage error naming the file, not a failed write (exit 3)
     dymn = tmp_path / "dymn.pt"
     torch.save(ak.create_model("efficientat_dymn04.audioset").state_dict(), dymn)
     assert main(["export", "efficientat_dymn04.audioset", "--checkpoint", str(dymn), "-o", str(tmp_path / "d")]) == 2
