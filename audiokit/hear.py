@@ -89,7 +89,7 @@ class HearModel(nn.Module):
         self.scene_window = limit
         self.scene_hop = round((scene_hop or limit / 2 / model.sample_rate) * model.sample_rate) if limit else None
         self.native_frames = hasattr(model, "embed_frames") and hasattr(model, "frame_hop_seconds")
-        probe = torch.zeros(1, max(model.min_samples, round(0.5 * model.sample_rate)))
+        probe = torch.zeros(1, max(model.min_samples, round(0.5 * model.sample_rate)), device=self._probe_device())
         self.scene_embedding_size = int(self._embed(probe).shape[-1])
         self.timestamp_embedding_size = (
             int(self._embed_frames(probe).shape[-1]) if self.native_frames else self.scene_embedding_size
@@ -125,6 +125,53 @@ class HearModel(nn.Module):
         reference = next(self.model.parameters(), None)
         return audio.to(reference.device) if reference is not None else audio
 
+    def _frame_centres(self, num_samples: int) -> torch.Tensor:
+        if hasattr(self.model, "frame_times"):  # frames that depend on the length (HTS-AT): their own times
+            return self.model.frame_times(num_samples).mean(dim=1)  # type: ignore[operator]
+        step = float(self.model.frame_hop_seconds)  # type: ignore[attr-defined]
+        count = int(self._embed_frames(torch.zeros(1, num_samples, device=self._probe_device())).shape[1])
+        return (torch.arange(count, dtype=torch.float64) + 0.5) * step
+
+    def _probe_device(self) -> torch.device:
+        reference = next(self.model.parameters(), None)
+        return reference.device if reference is not None else torch.device("cpu")
+
+    def _windowed_frames(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Frames of a sound longer than a fixed-input model's input: full windows (the sound zero-padded at its end)
+        starting on multiples of the frame spacing, so every window's frames fall on one uniform grid; each grid
+        point takes its frame from the window in which it lies nearest the centre."""
+        n, length = x.shape
+        rate = self.model_sample_rate
+        width = int(self.scene_window)  # type: ignore[arg-type]
+        centres_in_window = self._frame_centres(width)
+        step = float(centres_in_window[1] - centres_in_window[0])
+        step_samples = round(step * rate)
+        if abs(step_samples - step * rate) > 1e-6 * rate:
+            raise ValueError(
+                f"{self.model.pretrained_cfg.name}'s frame spacing {step:g} s is not a whole number of samples"
+            )
+        hop = max(step_samples, (width // 2) // step_samples * step_samples)
+        count = int(torch.ceil((length / rate - centres_in_window[0]) / step).item())
+        grid = centres_in_window[0] + torch.arange(count, dtype=torch.float64) * step
+        # Windows until one reaches the last grid point (a window's last frame may end before the window does).
+        starts = [0]
+        while starts[-1] / rate + float(centres_in_window[-1]) < float(grid[-1]) - step / 2:
+            starts.append(starts[-1] + hop)
+        padded = torch.nn.functional.pad(x, (0, max(0, starts[-1] + width - length)))
+        frames: torch.Tensor | None = None
+        best = torch.full((count,), float("inf"), dtype=torch.float64)
+        distance = (centres_in_window - width / rate / 2).abs()
+        for start in starts:
+            window = self._in_batches(self._embed_frames, padded[:, start : start + width]).float()
+            if frames is None:
+                frames = window.new_zeros(n, count, window.shape[-1])
+            index = start // step_samples + torch.arange(window.shape[1])
+            take = (index < count) & (distance < best[index.clamp(max=count - 1)])
+            frames[:, index[take].to(frames.device)] = window[:, take.to(window.device)]
+            best[index[take]] = distance[take]
+        assert frames is not None
+        return frames, grid
+
     # -- the two embeddings --------------------------------------------------------------------------------------------
     @torch.no_grad()
     def scene_embeddings(self, audio: torch.Tensor) -> torch.Tensor:
@@ -145,13 +192,11 @@ class HearModel(nn.Module):
         x = self.to_model_rate(self._device_of(audio))
         n, length = x.shape
         rate = self.model_sample_rate
-        if self.native_frames:
+        if self.native_frames and self.scene_window is not None and length > self.scene_window:
+            frames, centres = self._windowed_frames(x)
+        elif self.native_frames:
             frames = self._in_batches(self._embed_frames, x).float()
-            if hasattr(self.model, "frame_times"):  # frames that depend on the length (HTS-AT): their own times
-                centres = self.model.frame_times(length).mean(dim=1)  # type: ignore[operator]
-            else:
-                step = float(self.model.frame_hop_seconds)  # type: ignore[attr-defined]
-                centres = (torch.arange(frames.shape[1], dtype=torch.float64) + 0.5) * step
+            centres = self._frame_centres(length)
         else:
             # Excerpts start every ``stride`` samples of the padded sound, so excerpt k is centred on sample
             # k * stride of the original: unfold gives them as a view, and only a batch at a time is copied.

@@ -140,3 +140,28 @@ def test_length_dependent_frames_take_the_models_own_times():
     expected = net.frame_times(4 * net.sample_rate).mean(dim=1) * 1000
     assert frames.shape == (1, 32, model.timestamp_embedding_size)
     assert times[0].tolist() == pytest.approx(expected.tolist(), abs=1e-3) and times[0, -1] < 4000
+
+
+def test_long_sounds_on_fixed_input_models_get_frames_to_the_end():
+    """A 25 s sound on PaSST (10.05 s input): full windows starting on multiples of the 0.1 s frame spacing, so the
+    frames of every window lie on one grid that runs to the sound's end; each grid point comes from the window where
+    it lies nearest the centre (half-overlapping windows, 5.0 s apart)."""
+    torch.manual_seed(0)
+    net = ak.create_model("passt_s.audioset", embed_dim=64, depth=2, num_heads=4).eval()
+    model = hear.HearModel(net)
+    audio = 0.1 * torch.randn(2, 25 * 44100, generator=torch.Generator().manual_seed(3))
+    frames, times = hear.get_timestamp_embeddings(audio, model)
+    assert frames.shape == (2, 250, 64) and times[0, -1] == pytest.approx(24950.0, abs=1e-2)
+    steps = torch.diff(times)
+    assert torch.all((steps - 100.0).abs() < 1e-3)
+    x = model.to_model_rate(audio)
+    width = net.max_samples
+    with torch.no_grad():
+        first = net.embed_frames(x[:, :width])  # columns 0..98, centred at 0.05 .. 9.85 s
+        second = net.embed_frames(x[:, 160000 : 160000 + width])  # starts at 5.0 s
+        # The window at 15 s ends its frames at 24.85 s, so a fifth one, at 20 s and padded, covers 24.95 s.
+        last = net.embed_frames(torch.nn.functional.pad(x[:, 640000:], (0, 640000 + width - x.shape[1])))
+    torch.testing.assert_close(frames[:, 10], first[:, 10])  # 1.05 s: only the first window has it
+    torch.testing.assert_close(frames[:, 80], second[:, 30])  # 8.05 s: nearer the centre of the window at 5 s
+    torch.testing.assert_close(frames[:, 249], last[:, 249 - 200])  # 24.95 s: the last window, zero-padded
+    assert (frames.abs().sum(-1) > 0).all()  # every grid point was filled
