@@ -35,7 +35,6 @@ time embedding; longer input is refused with a ``ValueError`` (``max_samples`` i
 from __future__ import annotations
 
 import logging
-from functools import partial
 from typing import Any
 
 import torch
@@ -44,6 +43,7 @@ from torch import nn
 from .._pretrained import FrontendCfg, PretrainedCfg
 from .._registry import register_model, register_pretrained_cfgs
 from ..layers import HeadConfig
+from ..layers.transformer import vit_blocks
 from ._base import AudioClassifier
 from .efficientat import efficientat_frontend
 
@@ -132,8 +132,6 @@ class PaSST(AudioClassifier):
         s_patchout_f: int = 0,
     ):
         super().__init__(pretrained_cfg)
-        from timm.models.vision_transformer import Block
-
         fe = pretrained_cfg.frontend
         if fe.kind != "logmel" or not fe.center:
             raise ValueError("PaSST needs a centred logmel frontend (see passt_frontend)")
@@ -158,23 +156,10 @@ class PaSST(AudioClassifier):
         self.time_new_pos_embed = nn.Parameter(torch.zeros(1, embed_dim, 1, grid_t))
         self.patch_embed = PatchEmbed(patch_size, fstride, tstride, embed_dim)
         self.pos_drop = nn.Dropout(drop_rate)
-        rates = torch.linspace(0, drop_path_rate, depth, device="cpu").tolist() if depth else []
         self.blocks = nn.Sequential(
-            *(
-                Block(
-                    embed_dim,
-                    num_heads,
-                    mlp_ratio=mlp_ratio,
-                    qkv_bias=True,
-                    proj_drop=drop_rate,
-                    attn_drop=attn_drop_rate,
-                    drop_path=rate,
-                    norm_layer=partial(nn.LayerNorm, eps=BLOCK_LN_EPS),
-                    act_layer=nn.GELU,
-                )
-                for rate in rates
-            )
-        )
+            *vit_blocks(embed_dim, depth, num_heads, mlp_ratio=mlp_ratio, drop_rate=drop_rate,
+                        attn_drop_rate=attn_drop_rate, drop_path_rate=drop_path_rate, eps=BLOCK_LN_EPS)
+        )  # fmt: skip
         self.norm = nn.LayerNorm(embed_dim, eps=BLOCK_LN_EPS)
         n = pretrained_cfg.num_classes
         self.head: nn.Module = self._linear_head(n)

@@ -60,6 +60,7 @@ from torch import nn
 from .._pretrained import FrontendCfg, PretrainedCfg
 from .._registry import register_model, register_pretrained_cfgs
 from ..layers import HeadConfig
+from ..layers.transformer import drop_path_rates, vit_blocks
 from ._base import AudioClassifier
 from .passt import NormLinearHead, PatchEmbed
 
@@ -221,30 +222,16 @@ class SAT(AudioClassifier):
         self.init_bn = nn.Sequential(MelAsChannels(), nn.BatchNorm2d(fe.n_mels, momentum=0.01), MelAsChannels())
         self.patch_embed = PatchEmbed(PATCH, PATCH, PATCH, embed_dim)
         self.pos_drop = nn.Dropout(drop_rate)
-        rates = torch.linspace(0, drop_path_rate, depth, device="cpu").tolist() if depth else []
         if streaming:
             self.blocks = nn.ModuleList(
-                MemoryBlock(embed_dim, num_heads, mlp_ratio, drop_rate, attn_drop_rate, rate) for rate in rates
+                MemoryBlock(embed_dim, num_heads, mlp_ratio, drop_rate, attn_drop_rate, rate)
+                for rate in drop_path_rates(depth, drop_path_rate)
             )
         else:
-            from functools import partial
-
-            from timm.models.vision_transformer import Block
-
             self.blocks = nn.ModuleList(
-                Block(
-                    embed_dim,
-                    num_heads,
-                    mlp_ratio=mlp_ratio,
-                    qkv_bias=True,
-                    proj_drop=drop_rate,
-                    attn_drop=attn_drop_rate,
-                    drop_path=rate,
-                    norm_layer=partial(nn.LayerNorm, eps=BLOCK_LN_EPS),
-                    act_layer=nn.GELU,
-                )
-                for rate in rates
-            )
+                vit_blocks(embed_dim, depth, num_heads, mlp_ratio=mlp_ratio, drop_rate=drop_rate,
+                           attn_drop_rate=attn_drop_rate, drop_path_rate=drop_path_rate, eps=BLOCK_LN_EPS)
+            )  # fmt: skip
         self.norm = nn.LayerNorm(embed_dim, eps=BLOCK_LN_EPS)
         n = pretrained_cfg.num_classes
         self.outputlayer: nn.Module = NormLinearHead(embed_dim, n) if n > 0 else nn.Identity()

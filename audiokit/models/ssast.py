@@ -35,7 +35,6 @@ trained.
 from __future__ import annotations
 
 import logging
-from functools import partial
 from typing import Any
 
 import torch
@@ -45,6 +44,7 @@ from torch import nn
 from .._pretrained import PretrainedCfg
 from .._registry import register_model, register_pretrained_cfgs
 from ..layers import HeadConfig
+from ..layers.transformer import vit_blocks
 from ._base import AudioClassifier
 from .ast import AUDIOSET_STATS, ast_frontend
 from .passt import NormLinearHead
@@ -160,8 +160,6 @@ class SSAST(AudioClassifier):
         drop_path_rate: float = 0.0,
     ):
         super().__init__(pretrained_cfg)
-        from timm.models.vision_transformer import Block
-
         fe = pretrained_cfg.frontend
         if fe.kind != "kaldi_fbank" or fe.max_frames is None:
             raise ValueError("SSAST needs a kaldi_fbank frontend with max_frames set (its position grid is fixed)")
@@ -185,23 +183,10 @@ class SSAST(AudioClassifier):
         self.pos_embed = nn.Parameter(torch.zeros(1, NUM_PREFIX_TOKENS + num_patches, embed_dim))
         self.patch_embed = PatchEmbed(self.kernel, self.stride, embed_dim)
         self.pos_drop = nn.Dropout(drop_rate)
-        rates = torch.linspace(0, drop_path_rate, depth, device="cpu").tolist() if depth else []
         self.blocks = nn.Sequential(
-            *(
-                Block(
-                    embed_dim,
-                    num_heads,
-                    mlp_ratio=mlp_ratio,
-                    qkv_bias=True,
-                    proj_drop=drop_rate,
-                    attn_drop=attn_drop_rate,
-                    drop_path=rate,
-                    norm_layer=partial(nn.LayerNorm, eps=BLOCK_LN_EPS),
-                    act_layer=nn.GELU,
-                )
-                for rate in rates
-            )
-        )
+            *vit_blocks(embed_dim, depth, num_heads, mlp_ratio=mlp_ratio, drop_rate=drop_rate,
+                        attn_drop_rate=attn_drop_rate, drop_path_rate=drop_path_rate, eps=BLOCK_LN_EPS)
+        )  # fmt: skip
         self.norm = nn.LayerNorm(embed_dim, eps=BLOCK_LN_EPS)
         self.head: nn.Module = self._norm_linear_head(pretrained_cfg.num_classes)
         self._init_weights()
