@@ -122,14 +122,13 @@ class HearModel(nn.Module):
         return _torch_resampler(self.sample_rate, self.model_sample_rate, str(audio.device))(audio)
 
     def _device_of(self, audio: torch.Tensor) -> torch.Tensor:
-        reference = next(self.model.parameters(), None)
-        return audio.to(reference.device) if reference is not None else audio
+        return audio.to(self._probe_device())
 
-    def _frame_centres(self, num_samples: int) -> torch.Tensor:
+    def _frame_centres(self, num_samples: int, count: int) -> torch.Tensor:
+        """Centres in seconds of the ``count`` frames ``embed_frames`` gave for ``num_samples``."""
         if hasattr(self.model, "frame_times"):  # frames that depend on the length (HTS-AT): their own times
             return self.model.frame_times(num_samples).mean(dim=1)  # type: ignore[operator]
         step = float(self.model.frame_hop_seconds)  # type: ignore[attr-defined]
-        count = int(self._embed_frames(torch.zeros(1, num_samples, device=self._probe_device())).shape[1])
         return (torch.arange(count, dtype=torch.float64) + 0.5) * step
 
     def _probe_device(self) -> torch.device:
@@ -143,7 +142,8 @@ class HearModel(nn.Module):
         n, length = x.shape
         rate = self.model_sample_rate
         width = int(self.scene_window)  # type: ignore[arg-type]
-        centres_in_window = self._frame_centres(width)
+        first = self._in_batches(self._embed_frames, x[:, :width]).float()  # the first window, x being longer
+        centres_in_window = self._frame_centres(width, first.shape[1])
         step = float(centres_in_window[1] - centres_in_window[0])
         step_samples = round(step * rate)
         if abs(step_samples - step * rate) > 1e-6 * rate:
@@ -158,18 +158,15 @@ class HearModel(nn.Module):
         while starts[-1] / rate + float(centres_in_window[-1]) < float(grid[-1]) - step / 2:
             starts.append(starts[-1] + hop)
         padded = torch.nn.functional.pad(x, (0, max(0, starts[-1] + width - length)))
-        frames: torch.Tensor | None = None
+        frames = first.new_zeros(n, count, first.shape[-1])
         best = torch.full((count,), float("inf"), dtype=torch.float64)
         distance = (centres_in_window - width / rate / 2).abs()
         for start in starts:
-            window = self._in_batches(self._embed_frames, padded[:, start : start + width]).float()
-            if frames is None:
-                frames = window.new_zeros(n, count, window.shape[-1])
+            window = first if start == 0 else self._in_batches(self._embed_frames, padded[:, start : start + width])
             index = start // step_samples + torch.arange(window.shape[1])
             take = (index < count) & (distance < best[index.clamp(max=count - 1)])
             frames[:, index[take].to(frames.device)] = window[:, take.to(window.device)]
             best[index[take]] = distance[take]
-        assert frames is not None
         return frames, grid
 
     # -- the two embeddings --------------------------------------------------------------------------------------------
@@ -196,7 +193,7 @@ class HearModel(nn.Module):
             frames, centres = self._windowed_frames(x)
         elif self.native_frames:
             frames = self._in_batches(self._embed_frames, x).float()
-            centres = self._frame_centres(length)
+            centres = self._frame_centres(length, frames.shape[1])
         else:
             # Excerpts start every ``stride`` samples of the padded sound, so excerpt k is centred on sample
             # k * stride of the original: unfold gives them as a view, and only a batch at a time is copied.
