@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import re
+import types
 import typing
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -550,16 +551,22 @@ def _check_audiokit_config(
 
 
 # -- transformers directories -----------------------------------------------------------------------------------------
-# transformers model_type -> the audiokit family (module in audiokit.models) that builds it natively. A family module
+# A family module that builds transformers checkpoints natively declares HF_MODEL_TYPE (the config's model_type) and
 # provides HF_ARCHITECTURES (transformers class -> whether it has the classification head), HF_HEAD_PREFIX,
 # HF_EXTRACTOR, HF_DEFAULT_ARCHITECTURE, model_kwargs_from_transformers(config, with_head) and
 # frontend_from_transformers(extractor, config) -> (FrontendCfg, architecture arguments).
-TRANSFORMERS_FAMILIES = {
-    "audio-spectrogram-transformer": "ast",
-    "wav2vec2": "wav2vec2",
-    "hubert": "hubert",
-    "wavlm": "wavlm",
-}
+def transformers_families() -> dict[str, str]:
+    """transformers ``model_type`` -> the audiokit family (module in ``audiokit.models``) that builds it natively."""
+    from . import models  # the package imports (and registers) every family
+
+    families = {}
+    for module in vars(models).values():
+        model_type = getattr(module, "HF_MODEL_TYPE", None)
+        if isinstance(module, types.ModuleType) and isinstance(model_type, str):
+            families[model_type] = module.__name__.rsplit(".", 1)[1]
+    return families
+
+
 TRANSFORMERS_EXTRACTOR_NAMES = ("preprocessor_config.json", "feature_extractor_config.json")
 # problem_type -> (task, output activation), as transformers' audio-classification pipeline applies them.
 _PROBLEM_TYPES: dict[str | None, tuple[str, str]] = {
@@ -668,11 +675,12 @@ def _resolve_transformers_dir(
         raise ValueError(f"{config_path}: architectures must be a list of class names, got {architectures!r}")
     hf_class = architectures[0] if architectures else None
     what = hf_class or f"model_type {model_type!r}"
-    family_name = TRANSFORMERS_FAMILIES.get(model_type) if isinstance(model_type, str) else None
+    native = transformers_families()
+    family_name = native.get(model_type) if isinstance(model_type, str) else None
     if family_name is None:
         raise ValueError(
             f"{config_path}: {what} has no native audiokit path (native: model_type "
-            f"{', '.join(sorted(TRANSFORMERS_FAMILIES))})"
+            f"{', '.join(sorted(native))})"
         )
     if registered is not None:
         wanted = get_model_family(registered.architecture)
