@@ -385,7 +385,11 @@ def _resolve_registered(
                 "pass checkpoint_path= (Python) or --checkpoint FILE (CLI) with a file in the original layout"
             )
         weights = resolve_weights(
-            registered.url, sha256=registered.sha256, filename=registered.filename, progress=progress
+            registered.url,
+            sha256=registered.sha256,
+            md5=registered.md5,
+            filename=registered.filename,
+            progress=progress,
         )
     else:
         weights = None

@@ -40,11 +40,14 @@ __all__ = [
     "WeightsUnavailableError",
     "cached_file_path",
     "download_file",
+    "file_digest",
     "get_cache_dir",
     "get_checkpoint_dir",
     "is_cached",
     "is_offline",
     "load_state_dict_file",
+    "pinned_digest_path",
+    "read_pinned_digest",
     "read_safetensors_shapes",
     "resolve_weights",
     "sha256_file",
@@ -99,9 +102,11 @@ def _unavailable_message(url: str, path: pathlib.Path, reason: str) -> str:
     return f"Could not obtain weights from {url} (cache path: {path}): {reason}. {_advice()}"
 
 
-def _checksum_message(path: pathlib.Path, expected: str, actual: str, url: str | None = None) -> str:
+def _checksum_message(
+    path: pathlib.Path, expected: str, actual: str, url: str | None = None, algorithm: str = "sha256"
+) -> str:
     source = f" (downloaded from {url})" if url else ""
-    return f"SHA-256 mismatch for {path}{source}: expected {expected}, got {actual}."
+    return f"{_DIGEST_NAMES[algorithm]} mismatch for {path}{source}: expected {expected}, got {actual}."
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -171,13 +176,42 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
 
 
 def _normalize_sha256(sha256: str | None) -> str | None:
-    if sha256 is None:
+    return _normalize_digest(sha256, "sha256")
+
+
+_DIGEST_LENGTHS = {"sha256": 64, "md5": 32}
+_DIGEST_NAMES = {"sha256": "SHA-256", "md5": "MD5"}
+
+
+def _normalize_digest(digest: str | None, algorithm: str) -> str | None:
+    if digest is None:
         return None
-    value = sha256.strip().lower()
-    value = value.removeprefix("sha256:")
-    if not re.fullmatch(r"[0-9a-f]{64}", value):
-        raise ValueError(f"Invalid SHA-256 digest {sha256!r}: expected 64 hexadecimal characters.")
+    value = digest.strip().lower().removeprefix(f"{algorithm}:")
+    if not re.fullmatch(rf"[0-9a-f]{{{_DIGEST_LENGTHS[algorithm]}}}", value):
+        raise ValueError(
+            f"Invalid {_DIGEST_NAMES[algorithm]} digest {digest!r}: expected {_DIGEST_LENGTHS[algorithm]} hexadecimal "
+            "characters."
+        )
     return value
+
+
+def file_digest(path: str | os.PathLike[str], algorithm: str) -> str:
+    """Hex digest of a file (``sha256`` or ``md5``), read in 1 MiB chunks."""
+    # md5 only checks integrity against what Zenodo publishes; it is not a security boundary.
+    digest = hashlib.new(algorithm, usedforsecurity=False) if algorithm == "md5" else hashlib.new(algorithm)
+    with open(path, "rb") as fh:
+        while chunk := fh.read(_CHUNK_SIZE):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _expected_digest(sha256: str | None, md5: str | None) -> tuple[str, str] | None:
+    """The strongest digest given, as (algorithm, hex): a published SHA-256 wins over a published MD5."""
+    if sha256 is not None:
+        return "sha256", _normalize_digest(sha256, "sha256")  # type: ignore[return-value]
+    if md5 is not None:
+        return "md5", _normalize_digest(md5, "md5")  # type: ignore[return-value]
+    return None
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -303,6 +337,7 @@ def download_file(
     dest: pathlib.Path,
     *,
     sha256: str | None = None,
+    md5: str | None = None,
     progress: bool = True,
     timeout: float = 30.0,
     max_retries: int = 3,
@@ -315,13 +350,14 @@ def download_file(
     ``max_retries`` bounds the number of *consecutive* failed attempts that did not extend the part file, so a slow
     but progressing connection can finish a large file while a dead one fails quickly.
 
-    When ``sha256`` is given, the part is verified before it is moved into place. On a mismatch the part is deleted
+    When ``sha256`` (or, where a publisher lists only that, ``md5``) is given, the part is verified before it is moved
+    into place. On a mismatch the part is deleted
     and :class:`ChecksumError` is raised (after one fresh attempt if the mismatch could come from a stale part left
     over by an earlier run). Other failures raise :class:`WeightsUnavailableError`; the part is kept so that a
     later call can resume.
     """
     dest = pathlib.Path(dest)
-    expected_sha = _normalize_sha256(sha256)
+    expected = _expected_digest(sha256, md5)
     if max_retries < 0:
         raise ValueError(f"max_retries must be >= 0, got {max_retries}")
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -364,16 +400,17 @@ def download_file(
                         _unavailable_message(url, dest, f"downloaded size {size} does not match expected {total}")
                     )
                 continue
-            if expected_sha is not None:
-                actual = sha256_file(part)
-                if actual != expected_sha:
+            if expected is not None:
+                algorithm, expected_hex = expected
+                actual = file_digest(part, algorithm)
+                if actual != expected_hex:
                     _unlink_quietly(part)
                     if resumed or not confirmed:
                         # The bytes we resumed from may belong to an older version of the file; try once cleanly.
                         logger.warning("Checksum mismatch after resuming %s; retrying from scratch.", url)
                         resumed = False
                         continue
-                    raise ChecksumError(_checksum_message(dest, expected_sha, actual, url))
+                    raise ChecksumError(_checksum_message(dest, expected_hex, actual, url, algorithm))
             elif not confirmed:
                 # 416 without a usable size and nothing to verify against: we cannot know the part is right.
                 logger.warning("Cannot confirm that %s is complete; restarting from zero.", part)
@@ -417,37 +454,94 @@ def download_file(
             time.sleep(delay)
 
 
+def pinned_digest_path(path: pathlib.Path) -> pathlib.Path:
+    """Where the SHA-256 pinned on the first download of an unhashed cached file is kept (``sha256sum`` format)."""
+    return path.with_name(path.name + ".sha256")
+
+
+def read_pinned_digest(path: pathlib.Path) -> str | None:
+    """The digest pinned for cached file ``path``, or None when none is pinned (or the pin file is unreadable)."""
+    try:
+        text = pinned_digest_path(path).read_text(encoding="ascii")
+    except (OSError, UnicodeDecodeError):
+        return None
+    value = text.split()[0].lower() if text.split() else ""
+    return value if re.fullmatch(r"[0-9a-f]{64}", value) else None
+
+
+def _pin_digest(path: pathlib.Path, digest: str) -> None:
+    pin = pinned_digest_path(path)
+    tmp = pin.with_name(pin.name + ".tmp")
+    try:
+        tmp.write_text(f"{digest}  {path.name}\n", encoding="ascii")
+        os.replace(tmp, pin)
+    except OSError as exc:  # a read-only cache still serves the file; it just cannot be pinned
+        logger.warning("Cannot pin the SHA-256 of %s in %s (%s); it will not be verified later.", path, pin, exc)
+        _unlink_quietly(tmp)
+
+
+_warned_unhashed: set[str] = set()
+
+
+def _warn_unhashed_once(url: str, path: pathlib.Path, digest: str, first: bool) -> None:
+    if url in _warned_unhashed:
+        return
+    _warned_unhashed.add(url)
+    if first:
+        what = f"its SHA-256 {digest} was pinned on this first use ({pinned_digest_path(path)})"
+    else:
+        what = f"it is verified against the SHA-256 pinned on its first download ({digest})"
+    logger.warning("No checksum is published for %s; %s.", url, what)
+
+
 def resolve_weights(
     url: str,
     *,
     sha256: str | None = None,
+    md5: str | None = None,
     filename: str | None = None,
     progress: bool = True,
 ) -> pathlib.Path:
     """Return a local path to the weights at ``url``, downloading them into the cache if needed.
 
-    A cached file is returned without network access (after verifying ``sha256`` when given). A corrupt cached file
-    is replaced by a fresh download, unless offline mode is on, in which case :class:`ChecksumError` is raised.
-    In offline mode an uncached file raises :class:`WeightsUnavailableError`. All network failures are reported as
-    :class:`WeightsUnavailableError` naming the URL, the cache path and how to supply a local checkpoint.
+    A cached file is returned without network access, after verifying it against the published ``sha256`` (or the
+    publisher's ``md5`` where that is all there is). Where no digest is published, the SHA-256 of the first download
+    is pinned next to the cached file (trust on first use), every later use is verified against it, and a warning
+    says so once per process. A corrupt cached file is replaced by a fresh download, unless offline mode is on, in
+    which case :class:`ChecksumError` is raised. In offline mode an uncached file raises
+    :class:`WeightsUnavailableError`. All network failures are reported as :class:`WeightsUnavailableError` naming
+    the URL, the cache path and how to supply a local checkpoint.
     """
     path = cached_file_path(url, filename)
-    expected_sha = _normalize_sha256(sha256)
+    expected = _expected_digest(sha256, md5)
+    pinned = read_pinned_digest(path) if expected is None else None
+    if pinned is not None:
+        expected = ("sha256", pinned)
 
     if path.is_file():
-        if expected_sha is None:
-            logger.debug("Using cached %s", path)
+        if expected is None:  # cached before pinning existed, or placed there by hand: pinned now
+            digest = sha256_file(path)
+            _pin_digest(path, digest)
+            _warn_unhashed_once(url, path, digest, first=True)
             return path
-        actual = sha256_file(path)
-        if actual == expected_sha:
+        algorithm, expected_hex = expected
+        actual = file_digest(path, algorithm)
+        if actual == expected_hex:
+            if pinned is not None:
+                _warn_unhashed_once(url, path, pinned, first=False)
             logger.debug("Using cached %s (checksum verified)", path)
             return path
+        kind = "pinned on its first download" if pinned is not None else "published"
         if is_offline():
             raise ChecksumError(
-                f"{_checksum_message(path, expected_sha, actual)} The cached file is corrupt and offline mode "
-                f"prevents downloading {url} again. Delete it and retry online, or: {_advice()}"
+                f"{_checksum_message(path, expected_hex, actual, algorithm=algorithm)} (the digest {kind}) The cached "
+                f"file is corrupt and offline mode prevents downloading {url} again. Delete it and retry online, or: "
+                f"{_advice()}"
             )
-        logger.warning("Cached %s is corrupt (sha256 %s, expected %s); downloading again.", path, actual, expected_sha)
+        logger.warning(
+            "Cached %s is corrupt (%s %s, expected %s, %s); downloading again.",
+            path, algorithm, actual, expected_hex, kind,
+        )
         _unlink_quietly(path)
 
     if is_offline():
@@ -457,12 +551,34 @@ def resolve_weights(
             )
         )
 
+    algorithm, expected_hex = expected if expected is not None else ("sha256", None)
     try:
-        return download_file(url, path, sha256=expected_sha, progress=progress)
+        path = download_file(
+            url,
+            path,
+            sha256=expected_hex if algorithm == "sha256" else None,
+            md5=expected_hex if algorithm == "md5" else None,
+            progress=progress,
+        )
+    except ChecksumError as exc:
+        if pinned is not None:
+            raise ChecksumError(
+                f"{exc} The file at {url} differs from the one first downloaded (its SHA-256 is pinned in "
+                f"{pinned_digest_path(path)}): the publisher replaced it, or something between you and them did. "
+                "If the change is expected, delete the pin file and download again."
+            ) from None
+        raise
     except WeightsUnavailableError:
-        raise  # Already carries the URL, cache path and advice (ChecksumError included).
+        raise  # Already carries the URL, cache path and advice.
     except (OSError, http.client.HTTPException) as exc:  # URLError is an OSError; also disk/permission problems.
         raise WeightsUnavailableError(_unavailable_message(url, path, f"{type(exc).__name__}: {exc}")) from exc
+    if expected is None:
+        digest = sha256_file(path)
+        _pin_digest(path, digest)
+        _warn_unhashed_once(url, path, digest, first=True)
+    elif pinned is not None:
+        _warn_unhashed_once(url, path, pinned, first=False)
+    return path
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cache
@@ -203,7 +204,8 @@ class PretrainedCfg:
     label_set: str | None = None  # name of a label file shipped in audiokit/labels (e.g. "audioset")
     label_names: tuple[str, ...] | None = None  # explicit names; wins over label_set
     url: str | None = None
-    sha256: str | None = None
+    sha256: str | None = None  # the file's SHA-256, as its publisher lists it
+    md5: str | None = None  # where the publisher lists only an MD5 (Zenodo records)
     filename: str | None = None  # cache file name (defaults to the URL's basename)
     hf_hub_id: str | None = None
     clip_seconds: float | None = None  # length the weights were trained on (tagging windows default to it)
@@ -240,6 +242,10 @@ class PretrainedCfg:
                     f"clip_seconds must be between one sample (1/{self.sample_rate} s) and {MAX_CLIP_SECONDS:g} s, "
                     f"got {self.clip_seconds!r}"
                 )
+        for name, length in (("sha256", 64), ("md5", 32)):
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, str) and re.fullmatch(f"[0-9a-f]{{{length}}}", value)):
+                raise ValueError(f"{name} must be {length} lowercase hexadecimal characters, got {value!r}")
         _check_mapping("model_kwargs", self.model_kwargs)
         if not all(isinstance(k, str) for k in self.model_kwargs):
             raise ValueError(f"model_kwargs keys must be strings, got {list(self.model_kwargs)!r}")
@@ -260,6 +266,15 @@ class PretrainedCfg:
         """Whether ``pretrained=True`` can fetch the weights (from ``url``); otherwise ``checkpoint_path=`` is the way
         in. ``hf_hub_id`` is where the weights live on the Hugging Face hub: metadata, not fetched by audiokit."""
         return bool(self.url)
+
+    @property
+    def checksum_kind(self) -> str | None:
+        """How a download of ``url`` is verified: ``"sha256"`` or ``"md5"`` (published digests), ``"pinned"`` (none
+        is published: the SHA-256 of the first download is pinned in the cache and later uses are checked against
+        it), or None (nothing to download)."""
+        if not self.url:
+            return None
+        return "sha256" if self.sha256 else "md5" if self.md5 else "pinned"
 
     def get_label_names(self) -> tuple[str, ...] | None:
         if self.label_names is not None:

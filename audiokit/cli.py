@@ -79,10 +79,29 @@ def cmd_models(args: argparse.Namespace) -> int:
                 "hf_hub_id": cfg.hf_hub_id,
                 "cached": bool(cfg.url) and _hub.is_cached(cfg.url, cfg.filename),
                 "license": cfg.license,
+                "checksum": cfg.checksum_kind,
+                "sha256": cfg.sha256,
+                "md5": cfg.md5,
+                "pinned_sha256": _hub.read_pinned_digest(_hub.cached_file_path(cfg.url, cfg.filename))
+                if cfg.checksum_kind == "pinned"
+                else None,
             }
         )
     if args.format == "json":
         print(to_json(rows, indent=2))
+        return EXIT_OK
+    if args.hashes:
+        kinds = {
+            "sha256": "sha256 (published)",
+            "md5": "md5 (published)",
+            "pinned": "none published: pinned on first download",
+            None: "-",
+        }
+        table = [
+            [r["name"], kinds[r["checksum"]], r["sha256"] or r["md5"] or r["pinned_sha256"] or "-"]
+            for r in rows
+        ]
+        print(_format_table(["name", "checksum", "digest"], table))
         return EXIT_OK
     header = ["name", "params", "rate", "classes", "task", "published", "weights", "cached"]
     table = [
@@ -448,6 +467,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("pattern", nargs="?", default="", help="shell-style filter, e.g. 'efficientat_*'")
     p.add_argument("--pretrained", action="store_true", help="only models with downloadable weights")
     p.add_argument("--format", choices=["table", "json"], default="table")
+    p.add_argument(
+        "--hashes", action="store_true", help="how each download is verified (published sha256/md5, or pinned)"
+    )
     p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("tag", help="tag audio files with a pretrained classifier")

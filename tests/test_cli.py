@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import subprocess
 import sys
@@ -14,6 +15,8 @@ import torch
 import audiokit as ak
 from audiokit.cli import main
 from tests.conftest import FSDD, MN04_CHECKPOINT, informative_model, require_shared
+
+MN04_SHA256 = "899a8c6217063f6941793102a2780b3dd788ab11fce468d9cf5f0577c453321c"  # ../shared/README.md
 
 MODEL = "efficientat_mn01.audioset"  # the smallest registered model keeps these tests fast
 
@@ -174,6 +177,26 @@ def test_models_lists_names_and_metadata(capsys):
     code, out, _ = run_cli(capsys, "models", "panns_*")
     assert code == 0 and "panns_cnn14.audioset" in out and "80.75M" in out
     assert run_cli(capsys, "models", "nothing_like_this*")[0] == 2
+
+
+def test_models_hashes_say_how_each_download_is_verified(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("AUDIOKIT_HOME", str(tmp_path))
+    code, out, _ = run_cli(capsys, "models", "--hashes", "efficientat_mn0*")
+    assert code == 0
+    rows = {line.split()[0]: line for line in out.splitlines()[2:]}
+    assert "sha256 (published)" in rows["efficientat_mn04.audioset"]
+    assert MN04_SHA256 in rows["efficientat_mn04.audioset"]
+    assert rows["efficientat_mn01.audioset"].split()[1:] == "none published: pinned on first download -".split()
+
+    # Once downloaded, the pinned digest is what the listing shows.
+    cfg = ak.get_pretrained_cfg("efficientat_mn01.audioset")
+    cached = ak._hub.cached_file_path(cfg.url, cfg.filename)
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b"weights")
+    ak._hub.resolve_weights(cfg.url, filename=cfg.filename)
+    code, out, _ = run_cli(capsys, "models", "--hashes", "efficientat_mn01*", "--format", "json")
+    (row,) = json.loads(out)
+    assert row["checksum"] == "pinned" and row["pinned_sha256"] == hashlib.sha256(b"weights").hexdigest()
 
 
 def test_python_dash_m_entry_point():

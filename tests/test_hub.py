@@ -576,3 +576,100 @@ def test_load_missing_file(tmp_path: pathlib.Path) -> None:
 def test_load_directory(tmp_path: pathlib.Path) -> None:
     with pytest.raises(hub.CheckpointLoadError, match="directory"):
         hub.load_state_dict_file(tmp_path)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Published MD5s and digests pinned on first use
+# --------------------------------------------------------------------------------------------------------------
+
+PAYLOAD_MD5 = hashlib.md5(PAYLOAD).hexdigest()
+
+
+@pytest.fixture(autouse=True)
+def fresh_warnings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(hub, "_warned_unhashed", set())
+
+
+def test_published_md5_is_verified(server: LocalServer) -> None:
+    path = hub.resolve_weights(server.url(), md5=PAYLOAD_MD5.upper(), progress=False)
+    assert path.read_bytes() == PAYLOAD
+    assert not hub.pinned_digest_path(path).exists(), "a published digest needs no pin"
+    assert hub.resolve_weights(server.url(), md5=PAYLOAD_MD5, progress=False) == path
+    assert len(server.requests) == 1
+
+
+def test_wrong_published_md5_is_refused(server: LocalServer) -> None:
+    with pytest.raises(hub.ChecksumError, match=f"MD5 mismatch .*expected {'0' * 32}, got {PAYLOAD_MD5}"):
+        hub.resolve_weights(server.url(), md5="0" * 32, progress=False)
+    assert not hub.is_cached(server.url())
+
+
+def test_a_published_sha256_wins_over_an_md5(server: LocalServer) -> None:
+    with pytest.raises(hub.ChecksumError, match="SHA-256 mismatch"):
+        hub.resolve_weights(server.url(), sha256="0" * 64, md5=PAYLOAD_MD5, progress=False)
+
+
+def test_unhashed_download_is_pinned_and_verified_afterwards(
+    server: LocalServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level("WARNING", logger=hub.__name__):
+        path = hub.resolve_weights(server.url(), progress=False)
+        hub.resolve_weights(server.url(), progress=False)
+    pin = hub.pinned_digest_path(path)
+    assert pin.read_text() == f"{PAYLOAD_SHA}  {FILE_NAME}\n"  # sha256sum's format: `sha256sum -c` checks it
+    assert hub.read_pinned_digest(path) == PAYLOAD_SHA
+    warnings = [r.getMessage() for r in caplog.records if "No checksum is published" in r.getMessage()]
+    assert len(warnings) == 1 and PAYLOAD_SHA in warnings[0] and server.url() in warnings[0]
+    assert len(server.requests) == 1
+
+    # A cached file that no longer matches its pin is fetched again, and the new copy must match the pin.
+    path.write_bytes(PAYLOAD[:-1] + b"!")
+    assert hub.resolve_weights(server.url(), progress=False).read_bytes() == PAYLOAD
+    assert len(server.requests) == 2
+
+
+def test_a_replaced_upstream_file_is_refused_against_the_pin(server: LocalServer) -> None:
+    path = hub.resolve_weights(server.url(), progress=False)
+    path.unlink()
+    replaced = PAYLOAD[:-1] + b"?"
+    server.state.files = {k: replaced for k in server.state.files}
+    with pytest.raises(hub.ChecksumError, match="differs from the one first downloaded") as excinfo:
+        hub.resolve_weights(server.url(), progress=False)
+    assert str(hub.pinned_digest_path(path)) in str(excinfo.value)
+    assert not path.exists() and hub.read_pinned_digest(path) == PAYLOAD_SHA
+
+
+def test_a_corrupt_pinned_file_offline_is_refused(server: LocalServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = hub.resolve_weights(server.url(), progress=False)
+    path.write_bytes(b"not the weights")
+    monkeypatch.setenv("AUDIOKIT_OFFLINE", "1")
+    with pytest.raises(hub.ChecksumError, match="pinned on its first download"):
+        hub.resolve_weights(server.url(), progress=False)
+    assert path.read_bytes() == b"not the weights", "offline mode must not delete the only copy"
+
+
+def test_a_file_cached_before_pinning_is_pinned_on_its_first_use(
+    server: LocalServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    cached = hub.cached_file_path(server.url())
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(PAYLOAD)
+    with caplog.at_level("WARNING", logger=hub.__name__):
+        assert hub.resolve_weights(server.url(), progress=False) == cached
+    assert hub.read_pinned_digest(cached) == PAYLOAD_SHA
+    assert "pinned on this first use" in caplog.text
+    assert server.requests == []
+
+
+def test_an_unwritable_cache_still_serves_the_file(
+    server: LocalServer, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = hub.resolve_weights(server.url(), md5=PAYLOAD_MD5, progress=False)  # cached, nothing pinned
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(pathlib.Path, "write_text", refuse)
+    with caplog.at_level("WARNING", logger=hub.__name__):
+        assert hub.resolve_weights(server.url(), progress=False) == path
+    assert "Cannot pin" in caplog.text and not hub.pinned_digest_path(path).exists()

@@ -86,3 +86,34 @@ def test_new_class_count_keeps_the_pretrained_backbone(served_checkpoint):
     ours, theirs = model.state_dict(), reference.state_dict()
     assert all(torch.equal(ours[k], theirs[k]) for k in ours if not k.startswith("classifier.5."))
     assert model.get_classifier().out_features == 10 and model.label_names[0] == "class_0"
+
+
+def test_a_published_md5_is_checked_when_no_sha256_is(served_checkpoint, monkeypatch):
+    reference, _ = served_checkpoint
+    cfg = ak.get_pretrained_cfg(NAME)
+    cached = _hub.resolve_weights(cfg.url, sha256=cfg.sha256, progress=False)
+    md5 = hashlib.md5(cached.read_bytes()).hexdigest()
+    cached.unlink()
+
+    monkeypatch.setitem(_registry._pretrained_cfgs, NAME, cfg.replace(sha256=None, md5="0" * 32))
+    assert ak.get_pretrained_cfg(NAME).checksum_kind == "md5"
+    with pytest.raises(_hub.ChecksumError, match="MD5 mismatch"):
+        ak.create_model(NAME, pretrained=True, progress=False)
+    assert not cached.exists()
+
+    monkeypatch.setitem(_registry._pretrained_cfgs, NAME, cfg.replace(sha256=None, md5=md5))
+    model = ak.create_model(NAME, pretrained=True, progress=False).eval()
+    wave = 0.1 * torch.randn(1, 32000)
+    with torch.no_grad():
+        assert torch.equal(model(wave), reference(wave))
+    assert not _hub.pinned_digest_path(cached).exists(), "a published digest needs no pin"
+
+
+def test_registry_digests_are_validated():
+    cfg = ak.get_pretrained_cfg(NAME)
+    with pytest.raises(ValueError, match="md5 must be 32 lowercase hexadecimal"):
+        cfg.replace(md5="abc")
+    with pytest.raises(ValueError, match="sha256 must be 64"):
+        cfg.replace(sha256="Z" * 64)
+    assert cfg.replace(url=None).checksum_kind is None
+    assert cfg.replace(sha256=None, md5=None).checksum_kind == "pinned"

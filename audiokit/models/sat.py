@@ -635,8 +635,9 @@ def _cfg(architecture: str, file: str, *, audioset_map: float, notes: str, **mod
             embed_dim=dims[size], columns=(target + cache) // PATCH, pooling=model_kwargs.get("pooling", "mean")
         ),
         model_kwargs={},
-        notes=notes + " Zenodo publishes only an md5 for the file, which audiokit's cfg cannot hold (sha256 only): "
-        "no hash is checked. The licence of the weights is not stated in the repository or on the record.",
+        notes=notes + " Zenodo lists an md5 for each file of the record, not recorded here (it could not be read "
+        "offline): the sha256 of the first download is pinned in the cache and later uses are checked against it. "
+        "The licence of the weights is not stated in the repository or on the record.",
     )
 
 
