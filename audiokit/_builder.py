@@ -30,6 +30,7 @@ from torch.overrides import TorchFunctionMode
 
 from . import __version__
 from ._fileio import atomic_write
+from ._hf_hub import HF_HUB_PREFIX, hub_snapshot, parse_hub_name
 from ._hub import (
     CheckpointLoadError,
     WeightsUnavailableError,
@@ -312,20 +313,23 @@ def create_model(
     (:class:`_Source`), the model is built, the weights are loaded strictly.
 
     Args:
-        model_name: ``architecture.tag`` (``efficientat_mn10.audioset``), an architecture (its default tag), or
-            ``local-dir:<path>`` for a directory written by audiokit's or transformers' ``save_pretrained``.
+        model_name: ``architecture.tag`` (``efficientat_mn10.audioset``), an architecture (its default tag),
+            ``local-dir:<path>`` for a directory written by audiokit's or transformers' ``save_pretrained``, or
+            ``hf-hub:ORG/NAME[@REVISION]`` for such a directory on the Hugging Face Hub (through huggingface_hub's
+            cache, offline mode and tokens).
         pretrained: download (or take from the cache) the weights named by the pretrained config.
-        checkpoint_path: a local checkpoint file in the original upstream layout or ours (``.safetensors``), or a
-            model directory; implies ``pretrained``. A transformers directory (its ``config.json`` has a
-            ``model_type``) is built from its own config and feature extractor: the name only picks the family.
+        checkpoint_path: a local checkpoint file in the original upstream layout or ours (``.safetensors``), a
+            model directory, or ``hf-hub:ORG/NAME[@REVISION]``; implies ``pretrained``. A transformers directory (its
+            ``config.json`` has a ``model_type``) is built from its own config and feature extractor: the name only
+            picks the family.
         num_classes: a new class count; the classifier is re-initialised (0 gives a pure embedder).
         label_names: names for a new classifier's outputs.
         kwargs: architecture arguments (e.g. ``drop_rate``), passed to the family's builder.
     """
-    if model_name.startswith(LOCAL_DIR_PREFIX):
+    if is_directory_name(model_name):
         if checkpoint_path is not None or pretrained:
-            _logger.debug("local-dir: models carry their own weights; pretrained/checkpoint_path ignored")
-        model = _build(_resolve_local_dir(Path(model_name[len(LOCAL_DIR_PREFIX) :]).expanduser(), kwargs))
+            _logger.debug("local-dir:/hf-hub: models carry their own weights; pretrained/checkpoint_path ignored")
+        model = _build(_resolve_named_directory(model_name, kwargs))
         if num_classes is not None and num_classes != model.num_classes:
             model.reset_classifier(num_classes, label_names)
         return model
@@ -367,7 +371,10 @@ def _resolve_registered(
     kwargs: dict[str, Any],
 ) -> _Source:
     if checkpoint_path is not None:
-        path = Path(checkpoint_path).expanduser()
+        if isinstance(checkpoint_path, str) and checkpoint_path.startswith(HF_HUB_PREFIX):
+            path = hub_snapshot(checkpoint_path)
+        else:
+            path = Path(checkpoint_path).expanduser()
         if path.is_dir() and (path / CONFIG_NAME).is_file():
             config = _read_json_object(path / CONFIG_NAME, "model config")
             if is_transformers_config(config):
@@ -394,6 +401,24 @@ def _resolve_registered(
     else:
         weights = None
     return _Source(registered, {**registered.model_kwargs, **kwargs}, weights)
+
+
+def is_directory_name(name: str) -> bool:
+    """Whether ``name`` stands for a model directory (``local-dir:PATH``, ``hf-hub:ORG/NAME[@REVISION]``) rather than
+    a registered model; such a name is checked when the model is built."""
+    return name.startswith((LOCAL_DIR_PREFIX, HF_HUB_PREFIX))
+
+
+def _resolve_named_directory(name: str, kwargs: dict[str, Any]) -> _Source:
+    """``local-dir:`` and ``hf-hub:`` names: the directory (a Hub snapshot in huggingface_hub's cache), then the same
+    resolution for both."""
+    if name.startswith(HF_HUB_PREFIX):
+        source = _resolve_local_dir(hub_snapshot(name), kwargs)
+        repo_id, _ = parse_hub_name(name)
+        if source.cfg.hf_hub_id is None:  # a transformers directory's cfg: say where it came from
+            source.cfg = source.cfg.replace(hf_hub_id=repo_id)
+        return source
+    return _resolve_local_dir(Path(name[len(LOCAL_DIR_PREFIX) :]).expanduser(), kwargs)
 
 
 def _resolve_local_dir(directory: Path, kwargs: dict[str, Any]) -> _Source:
