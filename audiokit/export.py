@@ -20,6 +20,11 @@ Formats:
 - ``"torchscript"``: ``torch.jit.trace``. Tracing records one execution, so shape-dependent Python in a model
   (AST's padding to its fixed frame count, for one) can be frozen into the graph: the trace is checked at other batch
   sizes and lengths and refused with the difference when it does not generalise.
+- ``"transformers"``: not a graph but a transformers directory (``config.json``, ``model.safetensors``,
+  ``preprocessor_config.json``) for ``AutoModelForAudioClassification`` / ``AutoFeatureExtractor.from_pretrained``
+  and ``huggingface-cli upload``: AST, Wav2Vec2, HuBERT and WavLM models, fine-tuned ones included
+  (:mod:`audiokit.export_transformers`). ``path`` is a directory; a non-empty one is replaced only with
+  ``overwrite=True``.
 
 BatchNorm layers are folded into the convolutions before them in the exported copy (the model given is not
 changed), and every export is verified against the eager model at several batch sizes and lengths (ONNX through
@@ -48,7 +53,7 @@ __all__ = ["EXPORT_FORMATS", "ExportError", "export"]
 
 _logger = logging.getLogger(__name__)
 
-EXPORT_FORMATS = ("onnx", "exported-program", "torchscript")
+EXPORT_FORMATS = ("onnx", "exported-program", "torchscript", "transformers")
 MAX_BATCH = 4096
 
 # Architectures whose graph cannot have a dynamic batch, and why (the export then needs a fixed ``batch_size``).
@@ -196,15 +201,28 @@ def export(
     max_seconds: float = 600.0,
     tolerance: float = 1e-4,
     opset: int | None = None,
+    overwrite: bool = False,
 ) -> Path:
     """Export ``model`` (an instance, or a registered name with ``checkpoint_path`` or downloaded weights) to ``path``.
 
     ``batch_size`` fixes the batch dimension (needed by DyMN, see ``ExportError``); otherwise it is dynamic. The
     export is run at several batch sizes and lengths and must equal the eager model within ``tolerance`` (relative
     to the outputs' magnitude, at least absolute) before anything is written. Returns the path written.
+
+    ``format="transformers"`` writes a directory, checked by loading it back with transformers and with audiokit;
+    ``overwrite`` lets it replace a non-empty directory (files of the other formats are always replaced, atomically);
+    ``batch_size``, ``max_seconds`` and ``opset`` do not apply to it.
     """
     if format not in EXPORT_FORMATS:
         raise ValueError(f"format must be one of {EXPORT_FORMATS}, got {format!r}")
+    if format == "transformers":
+        if batch_size is not None or opset is not None:
+            raise ValueError("batch_size and opset apply to the graph formats, not to format='transformers'")
+        from .export_transformers import check_destination, export_transformers
+
+        # Before a registered model's weights are fetched.
+        check_destination(path, overwrite, inputs=[checkpoint_path] if checkpoint_path is not None else [])
+        return export_transformers(_resolve(model, checkpoint_path), path, overwrite=overwrite, tolerance=tolerance)
     if batch_size is not None and not (isinstance(batch_size, int) and 1 <= batch_size <= MAX_BATCH):
         raise ValueError(f"batch_size must be an integer in 1..{MAX_BATCH}, got {batch_size!r}")
     eager = _resolve(model, checkpoint_path)  # the caller's instance keeps its mode: only copies are put in eval
