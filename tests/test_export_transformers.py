@@ -335,3 +335,36 @@ def test_a_non_empty_directory_is_replaced_only_with_overwrite(tmp_path):
     for bad, words in ((tmp_path / "file", "is a file"), ("-", "is a directory; give its path")):
         with pytest.raises(OutputPathError, match=words):
             export(model, bad, format="transformers")
+
+
+def test_cli_export_transformers(tmp_path, capsys):
+    from audiokit.cli import main
+
+    base = ak.create_model(f"local-dir:{_w2v_dir(tmp_path / 'hf')}")
+    model = _finetuned(base, W2V_LABELS, tmp_path)
+    run = tmp_path / "run" / "best"
+    out = tmp_path / "export"
+    assert main(["export", f"local-dir:{run}", "--format", "transformers", "--output", str(out)]) == 0
+    assert capsys.readouterr().out.strip() == str(out.resolve())
+    _check_export(model, out, W2V_CLIPS[:1], "single_label_classification")
+    capsys.readouterr()  # transformers' own progress bars, from the check
+    # Usage errors exit 2 with one line, before the model is built.
+    for argv, words in (
+        ([f"local-dir:{run}", "--output", str(out)], "is not empty; pass overwrite=True (--overwrite)"),
+        ([f"local-dir:{run}", "--output", str(run), "--overwrite"], "holds an input"),
+        ([f"local-dir:{run}", "--output", "-"], "a transformers export is a directory"),
+        (["bcresnet_1.speechcommands", "--checkpoint", str(tmp_path / "none.pt"), "-o", str(tmp_path / "b")],
+         "none.pt"),
+    ):  # fmt: skip
+        assert main(["export", *argv, "--format", "transformers"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and words in err, err
+    weights = tmp_path / "bcresnet.safetensors"
+    from safetensors.torch import save_file
+
+    save_file(ak.create_model("bcresnet_1.speechcommands").state_dict(), weights)
+    assert main(["export", "bcresnet_1.speechcommands", "--checkpoint", str(weights), "--format", "transformers",
+                 "-o", str(tmp_path / "b")]) == 2  # fmt: skip
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "has no transformers class" in err
+    assert main(["export", f"local-dir:{run}", "--format", "transformers", "-o", str(out), "--overwrite"]) == 0
