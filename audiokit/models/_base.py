@@ -3,11 +3,29 @@
 Data flow: waveform ``(B, T)`` -> ``frontend`` -> backbone (``forward_features``) -> pre-logits embedding
 ``(B, num_features)`` -> final classifier layer -> logits ``(B, num_classes)``. ``forward`` returns logits;
 ``predict_proba`` applies the activation the task calls for (sigmoid for multi-label, softmax for multi-class).
+
+Named embedding points (``embed(waveform, layer=...)``, listed with their widths by ``embedding_layers``):
+
+- ``None`` or ``"pre_logits"`` (the default): the input of the final classifier layer, ``num_features`` wide.
+- ``"pooled"``: the output of the model's own global pooling, before any head layer (EfficientAT: upstream's
+  ``features``, the pooled last feature map). Where no head layer sits between the pooling and the final layer
+  (PaSST, SSAST, HTS-AT, BC-ResNet, ...) it is the same vector as ``"pre_logits"``.
+- an integer ``k``: the hidden state after ``k`` blocks, pooled over time and frequency (the mean over the feature
+  map, or over the patch tokens without the class tokens). ``0`` is the input of the first block (a stem's or patch
+  embedding's output) where the family has one, ``-1`` the last block's output; what a block is, each family says
+  (transformer blocks, inverted-residual blocks, Swin stages, ...). This is the numbering of transformers'
+  ``hidden_states`` (index 0 = the embeddings), which the Wav2Vec2 family's ``layer=k`` already follows.
+- family names where upstream has them: ``"cls"``, ``"dist"``, ``"mean"`` (AST, PaSST, SSAST), ``"raw"`` and
+  ``"postprocessed"`` (VGGish), ...
+
+A family offers points by overriding ``embedding_blocks`` and ``embedding_points`` (widths, known without a forward)
+and ``forward_embedding`` (the computation); the base class resolves names and indices and reports bad ones.
 """
 
 from __future__ import annotations
 
 import logging
+import operator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +37,10 @@ from ..audio.frontend import LogMelFrontend
 from ..layers import ClassifierHead, HeadConfig, get_output_activation, loss_for_output
 
 _logger = logging.getLogger(__name__)
+
+#: What ``embed(layer=...)`` takes: None / ``"pre_logits"``, another name of ``embedding_layers``, or a block index.
+EmbeddingLayer = int | str | None
+DEFAULT_EMBEDDING = "pre_logits"
 
 
 def default_output_activation(task: str) -> str:
@@ -130,9 +152,76 @@ class AudioClassifier(nn.Module):
         return get_output_activation(self.output_activation)(logits.float())
 
     @torch.no_grad()
-    def embed(self, waveform: torch.Tensor) -> torch.Tensor:
-        """Pre-logits embedding ``(B, num_features)``."""
-        return self.forward_head(self.forward_features(self.prepare_waveform(waveform)), pre_logits=True)
+    def embed(self, waveform: torch.Tensor, layer: EmbeddingLayer = None) -> torch.Tensor:
+        """Embedding ``(B, size)`` at ``layer`` (see the module docstring; ``embedding_layers`` lists the points and
+        their sizes): by default the pre-logits embedding ``(B, num_features)``."""
+        key = self.resolve_embedding_layer(layer)
+        waveform = self.prepare_waveform(waveform)
+        if key == DEFAULT_EMBEDDING:
+            return self.forward_head(self.forward_features(waveform), pre_logits=True)
+        return self.forward_embedding(waveform, key)
+
+    # -- embedding points ------------------------------------------------------------------------------------------
+    def embedding_blocks(self) -> dict[int, int]:
+        """``{index: width}`` of the per-block points, consecutive indices (``0`` the first block's input where the
+        family offers it); empty for a family without them."""
+        return {}
+
+    def embedding_points(self) -> dict[str, int]:
+        """``{name: width}`` of the family's named points other than ``"pre_logits"`` (``"pooled"``, upstream's
+        names), in the order they occur in the network."""
+        return {}
+
+    @property
+    def embedding_layers(self) -> dict[int | str, int]:
+        """Every point ``embed(layer=...)`` accepts, in network order, with its embedding size: the block indices,
+        the named points, ``"pre_logits"`` last. Computed from the architecture, without a forward."""
+        layers: dict[int | str, int] = dict(self.embedding_blocks())
+        layers.update(self.embedding_points())
+        layers[DEFAULT_EMBEDDING] = self.num_features
+        return layers
+
+    def resolve_embedding_layer(self, layer: EmbeddingLayer) -> int | str:
+        """``layer`` -> the key of ``embedding_layers`` it means (negative block indices count back from the last);
+        a ``ValueError`` naming the model and the valid choices otherwise."""
+        if layer is None:
+            return DEFAULT_EMBEDDING
+        name = self.pretrained_cfg.name
+        if isinstance(layer, str):
+            if layer in self.embedding_points() or layer == DEFAULT_EMBEDDING:
+                return layer
+            raise ValueError(f"{name} has no embedding layer {layer!r}; embedding_layers: {self._describe_layers()}")
+        if isinstance(layer, bool):  # an int subclass, and never meant as a block index
+            raise TypeError(f"layer must be a block index or a name, got {layer!r}")
+        try:
+            index = operator.index(layer)
+        except TypeError:
+            raise TypeError(f"layer must be a block index or a name, got {type(layer).__name__}") from None
+        blocks = sorted(self.embedding_blocks())
+        if not blocks:
+            raise ValueError(
+                f"{name} has no per-block embeddings (layer={index}); embedding_layers: {self._describe_layers()}"
+            )
+        first, last = blocks[0], blocks[-1]
+        resolved = index if index >= 0 else last + 1 + index
+        if not first <= resolved <= last:
+            raise ValueError(
+                f"{name}: block {index} is out of range: blocks are {first}..{last} "
+                f"(-{last + 1 - first}..-1 count back from the last)"
+            )
+        return resolved
+
+    def _describe_layers(self) -> str:
+        blocks = sorted(self.embedding_blocks())
+        parts = [f"{blocks[0]}..{blocks[-1]} (blocks)"] if blocks else []
+        parts += [repr(n) for n in self.embedding_layers if isinstance(n, str)]
+        return ", ".join(parts)
+
+    def forward_embedding(self, waveform: torch.Tensor, layer: int | str) -> torch.Tensor:
+        """Prepared ``(B, T)`` waveform -> the embedding ``(B, size)`` at ``layer``, a key of ``embedding_layers``
+        other than ``"pre_logits"`` (already resolved: block indices are non-negative). Families that list points
+        compute them here."""
+        raise NotImplementedError(f"{type(self).__name__} lists embedding layer {layer!r} but does not compute it")
 
     def prepare_waveform(self, waveform: torch.Tensor) -> torch.Tensor:
         """Check the input layout and zero-pad input shorter than ``min_samples`` (saying so once)."""

@@ -46,6 +46,7 @@ __all__ = [
     "convert_original_state_dict",
     "frontend_from_transformers",
     "model_kwargs_from_transformers",
+    "token_embedding",
 ]
 
 BLOCK_LN_EPS = 1e-6  # timm 0.4.5 ViT blocks and final norm
@@ -135,8 +136,41 @@ class AST(AudioClassifier):
         """Token outputs -> embedding ``(B, hidden)``: the mean of the two class tokens through ``head_norm``."""
         return self.head_norm((features[:, 0] + features[:, 1]) / 2)
 
+    # -- embedding points ------------------------------------------------------------------------------------------
+    def embedding_blocks(self) -> dict[int, int]:
+        """transformers' ``hidden_states``: 0 the embeddings (patches + position, cls and distillation tokens), k the
+        output of transformer layer k (before the final LayerNorm); each pooled as the mean of its patch tokens."""
+        return dict.fromkeys(range(self.config.num_hidden_layers + 1), self.config.hidden_size)
+
+    def embedding_points(self) -> dict[str, int]:
+        """On the final-norm tokens: ``cls`` (token 0), ``dist`` (the distillation token, 1), ``mean`` (the patch
+        tokens' mean), ``pooled`` (the mean of cls and dist, the original's pooling; ``pre_logits`` is it after
+        ``head_norm``)."""
+        return dict.fromkeys(("cls", "dist", "mean", "pooled"), self.config.hidden_size)
+
+    def forward_embedding(self, waveform: torch.Tensor, layer: int | str) -> torch.Tensor:
+        if isinstance(layer, int):
+            fbank = self.frontend(waveform)
+            out = self.backbone(input_values=fbank[:, 0].transpose(1, 2), output_hidden_states=True)
+            return out.hidden_states[layer][:, 2:].mean(dim=1)
+        return token_embedding(self.forward_features(waveform), layer)
+
     def checkpoint_filter_fn(self, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return checkpoint_filter_fn(state_dict)
+
+
+def token_embedding(tokens: torch.Tensor, name: str, prefix: int = 2) -> torch.Tensor:
+    """``(B, prefix + patches, D)`` tokens ([cls], [dist] first) -> the ``cls``, ``dist``, ``mean`` (of the patch
+    tokens) or ``pooled`` (mean of cls and dist) vector ``(B, D)``; shared by the DeiT-style families."""
+    if name == "cls":
+        return tokens[:, 0]
+    if name == "dist":
+        return tokens[:, 1]
+    if name == "mean":
+        return tokens[:, prefix:].mean(dim=1)
+    if name == "pooled":
+        return (tokens[:, 0] + tokens[:, 1]) / 2
+    raise ValueError(f"no token embedding {name!r}")
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -228,6 +228,33 @@ class BCResNet(AudioClassifier):
             x = layer(x)
         return x.flatten(1)
 
+    # -- embedding points ------------------------------------------------------------------------------------------
+    def embedding_blocks(self) -> dict[int, int]:
+        """0: ``cnn_head``'s output; 1..12: the BC-ResBlocks', counted across the four stages (2, 2, 4, 4)."""
+        c = stage_channels(self.base_channels)
+        widths = [c[0]]
+        for i, depth in enumerate(STAGE_DEPTHS):
+            widths += [c[i + 1]] * depth
+        return dict(enumerate(widths))
+
+    def embedding_points(self) -> dict[str, int]:
+        """``pooled``: the global average pool's output, which is the final layer's input here (the convolutions of
+        ``classifier`` run before the pooling), so it is the same vector as ``pre_logits``."""
+        return {"pooled": self.num_features}
+
+    def forward_embedding(self, waveform: torch.Tensor, layer: int | str) -> torch.Tensor:
+        if layer == "pooled":
+            return self.forward_pre_logits(self.forward_features(waveform))
+        x = self.cnn_head(self.frontend(self.pad_to_clip(waveform)))
+        remaining = int(layer)
+        for stage in self.BCBlocks:
+            for block in stage:
+                if remaining == 0:
+                    break
+                x = block(x)
+                remaining -= 1
+        return x.mean(dim=(2, 3))
+
     def checkpoint_filter_fn(self, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return checkpoint_filter_fn(state_dict, self)
 

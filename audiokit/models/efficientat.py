@@ -12,7 +12,9 @@ fschmid56/EfficientAT, flat state dicts), so those files load strictly without a
 
 Both heads are ``pool -> flatten -> Linear(C, 1280w) -> Hardswish -> Dropout -> Linear(1280w, classes)``; the final
 layer is ``classifier.5`` and the embedding (``embed``, ``num_features`` wide) is the input to it, as in upstream
-fine-tuning, which keeps ``classifier.2`` and replaces only ``classifier.5``.
+fine-tuning, which keeps ``classifier.2`` and replaces only ``classifier.5``. Upstream's own embedding, the second
+output of its forward (``features``: the global average of the last feature map, 6 * 160w wide, 384 for mn04), is
+``embed(x, layer="pooled")``; ``embed(x, layer=k)`` pools block ``k``'s map (0: the stem, upstream's ``return_fmaps``).
 """
 
 from __future__ import annotations
@@ -428,6 +430,31 @@ class _EfficientATBase(AudioClassifier):
             x = layer(x)
         return x
 
+    # -- embedding points ------------------------------------------------------------------------------------------
+    block_channels: list[int]  # the stem's output width, then each inverted-residual block's
+
+    def hidden_state(self, logmel: torch.Tensor, index: int) -> torch.Tensor:
+        """Feature map after the stem (``index`` 0) or after inverted-residual block ``index`` (1..15): upstream's
+        ``return_fmaps`` entry ``index``. Only the layers up to it run."""
+        raise NotImplementedError
+
+    def embedding_blocks(self) -> dict[int, int]:
+        """0: the stem's output; 1..15: the inverted-residual (MN) or dynamic (DyMN) blocks'."""
+        return dict(enumerate(self.block_channels))
+
+    def embedding_points(self) -> dict[str, int]:
+        """``pooled``: the global average of the last feature map (after the final 1x1 conv), upstream's
+        ``features``; 6 * 160w wide (384 for mn04), while ``pre_logits`` is the 1280w-wide output of
+        ``classifier.2`` + Hardswish (512 for mn04)."""
+        return {"pooled": self.feature_channels}
+
+    def forward_embedding(self, waveform: torch.Tensor, layer: int | str) -> torch.Tensor:
+        logmel = self.frontend(waveform)
+        if layer == "pooled":
+            # The head's own pool and flatten: the operation upstream's `features` is.
+            return self.classifier[1](self.classifier[0](self.forward_backbone(logmel)))
+        return self.hidden_state(logmel, int(layer)).mean(dim=(2, 3))
+
     def checkpoint_filter_fn(self, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return checkpoint_filter_fn(state_dict, self)
 
@@ -456,6 +483,7 @@ class MobileNetAT(_EfficientATBase):
         last_out = _LAST_CONV_EXPANSION * last_in
         layers.append(ConvBnAct(last_in, last_out, 1, act="hardswish"))
         self.features = nn.Sequential(*layers)
+        self.block_channels = [stem] + [ch(b[3]) for b in _BLOCKS]
         self.num_features = ch(_HEAD_HIDDEN)
         self.feature_channels = last_out
         self.classifier = _mlp_head(last_out, self.num_features, pretrained_cfg.num_classes, drop_rate)
@@ -463,6 +491,9 @@ class MobileNetAT(_EfficientATBase):
 
     def forward_backbone(self, logmel: torch.Tensor) -> torch.Tensor:
         return self.features(logmel)
+
+    def hidden_state(self, logmel: torch.Tensor, index: int) -> torch.Tensor:
+        return self.features[: index + 1](logmel)
 
 
 class DynamicMobileNetAT(_EfficientATBase):
@@ -495,6 +526,7 @@ class DynamicMobileNetAT(_EfficientATBase):
         last_in = ch(_BLOCKS[-1][3])
         last_out = _LAST_CONV_EXPANSION * last_in
         self.out_c = ConvBnAct(last_in, last_out, 1, act="hardswish")
+        self.block_channels = [ch(_STEM_CHANNELS)] + [ch(b[3]) for b in _BLOCKS]
         self.num_features = ch(_HEAD_HIDDEN)
         self.feature_channels = last_out
         self.classifier = _mlp_head(last_out, self.num_features, pretrained_cfg.num_classes, drop_rate)
@@ -518,6 +550,12 @@ class DynamicMobileNetAT(_EfficientATBase):
         for layer in self.layers:
             x = layer(x)
         return self.out_c(x)
+
+    def hidden_state(self, logmel: torch.Tensor, index: int) -> torch.Tensor:
+        x = self.in_c(logmel)
+        for layer in self.layers[:index]:
+            x = layer(x)
+        return x
 
 
 # ---------------------------------------------------------------------------------------------------------------------

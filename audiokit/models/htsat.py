@@ -383,6 +383,29 @@ class HTSAT(AudioClassifier):
         """Token map -> clip embedding ``(B, num_features)``: its mean (upstream's ``latent_output``)."""
         return features.flatten(2).mean(dim=2)
 
+    # -- embedding points ------------------------------------------------------------------------------------------
+    def embedding_blocks(self) -> dict[int, int]:
+        """Per Swin *stage*: 0 the patch embedding's output, k stage k's last block's output, before the stage's patch
+        merging (96, 96, 192, 384, 768 wide for HTS-AT); each the mean over all its tokens (time and frequency)."""
+        widths = [self.embed_dim] + [self.embed_dim * 2**i for i in range(len(self.layers))]
+        return dict(enumerate(widths))
+
+    def embedding_points(self) -> dict[str, int]:
+        """``pooled``: the mean of the final-norm token map (upstream's ``latent_output``); ``tscam_conv`` does not
+        take it as input, so it is also ``pre_logits``."""
+        return {"pooled": self.num_features}
+
+    def forward_embedding(self, waveform: torch.Tensor, layer: int | str) -> torch.Tensor:
+        if layer == "pooled":
+            return self.forward_pre_logits(self.forward_features(waveform))
+        x = self.pos_drop(self.patch_embed(self.fold(self.logmel(waveform))))
+        for i, stage in enumerate(self.layers[: int(layer)]):
+            if i > 0:  # the previous stage's patch merging, skipped until this stage's blocks are wanted
+                x = self.layers[i - 1].downsample(x)
+            for block in stage.blocks:
+                x = block(x)
+        return x.mean(dim=(1, 2))
+
     def forward_head(self, features: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """Token map -> clip logits (the mean of the frame logits), or the embedding with ``pre_logits``. An MLP head
         (``reset_classifier(head=...)``) or a pure embedder works on the embedding instead."""

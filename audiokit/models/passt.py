@@ -45,6 +45,7 @@ from .._registry import register_model, register_pretrained_cfgs
 from ..layers import HeadConfig
 from ..layers.transformer import vit_blocks
 from ._base import AudioClassifier
+from .ast import token_embedding
 from .efficientat import efficientat_frontend
 
 __all__ = ["NormLinearHead", "PaSST", "checkpoint_filter_fn", "count_params", "passt_frontend"]
@@ -210,9 +211,9 @@ class PaSST(AudioClassifier):
         return max(fe.min_samples, needed)
 
     # -- forward ---------------------------------------------------------------------------------------------------
-    def forward_tokens(self, logmel: torch.Tensor) -> torch.Tensor:
-        """Normalised log-mel ``(B, 1, n_mels, frames)`` -> final-norm tokens ``(B, 2 + patches, D)`` (cls, dist,
-        then the patches frequency-major)."""
+    def input_tokens(self, logmel: torch.Tensor) -> torch.Tensor:
+        """Normalised log-mel ``(B, 1, n_mels, frames)`` -> the blocks' input ``(B, 2 + patches, D)``: patches with
+        their time and frequency position embeddings, frequency-major, after the cls and dist tokens."""
         x = self.patch_embed(logmel)  # (B, D, F', T')
         b, _, n_f, n_t = x.shape
         grid_f, grid_t = self.patch_grid
@@ -238,8 +239,12 @@ class PaSST(AudioClassifier):
         x = x.flatten(2).transpose(1, 2)  # (B, F' * T', D), frequency-major
         cls = self.cls_token.expand(b, -1, -1) + self.new_pos_embed[:, :1]
         dist = self.dist_token.expand(b, -1, -1) + self.new_pos_embed[:, 1:]
-        x = self.pos_drop(torch.cat([cls, dist, x], dim=1))
-        return self.norm(self.blocks(x))
+        return self.pos_drop(torch.cat([cls, dist, x], dim=1))
+
+    def forward_tokens(self, logmel: torch.Tensor) -> torch.Tensor:
+        """Normalised log-mel ``(B, 1, n_mels, frames)`` -> final-norm tokens ``(B, 2 + patches, D)`` (cls, dist,
+        then the patches frequency-major)."""
+        return self.norm(self.blocks(self.input_tokens(logmel)))
 
     def forward_features(self, waveform: torch.Tensor) -> torch.Tensor:
         """``(B, T)`` waveform -> final-norm tokens ``(B, 2 + patches, D)``."""
@@ -248,6 +253,25 @@ class PaSST(AudioClassifier):
     def forward_pre_logits(self, features: torch.Tensor) -> torch.Tensor:
         """Tokens -> embedding ``(B, D)``: the mean of the cls and distillation token outputs (upstream's features)."""
         return (features[:, 0] + features[:, 1]) / 2
+
+    # -- embedding points ------------------------------------------------------------------------------------------
+    def embedding_blocks(self) -> dict[int, int]:
+        """0: the blocks' input (patch embeddings with positions, cls and dist tokens), k: block k's output (before
+        the final norm); each pooled as the mean of its patch tokens."""
+        return dict.fromkeys(range(len(self.blocks) + 1), self.embed_dim)
+
+    def embedding_points(self) -> dict[str, int]:
+        """On the final-norm tokens: ``cls``, ``dist``, ``mean`` (of the patch tokens) and ``pooled`` (the mean of cls
+        and dist: upstream's features, which is also ``pre_logits``, the head's LayerNorm being part of ``head``)."""
+        return dict.fromkeys(("cls", "dist", "mean", "pooled"), self.embed_dim)
+
+    def forward_embedding(self, waveform: torch.Tensor, layer: int | str) -> torch.Tensor:
+        if isinstance(layer, int):
+            x = self.input_tokens(self.frontend(waveform))
+            for block in self.blocks[:layer]:
+                x = block(x)
+            return x[:, 2:].mean(dim=1)
+        return token_embedding(self.forward_features(waveform), layer)
 
     @property
     def frame_hop_seconds(self) -> float:

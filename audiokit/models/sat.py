@@ -270,9 +270,14 @@ class SAT(AudioClassifier):
         """``(B, T)`` -> log-mel after ``init_bn``, ``(B, 1, n_mels, frames)``."""
         return self.init_bn(self.frontend(waveform))
 
-    def forward_piece(self, logmel: torch.Tensor, memory: Memory = None) -> tuple[torch.Tensor, Memory]:
+    def forward_piece(
+        self, logmel: torch.Tensor, memory: Memory = None, hidden_states: list[torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, Memory]:
         """One piece ``(B, 1, n_mels, frames <= the grid)`` and the memory -> final-norm tokens ``(B, N, D)`` (class
-        token first when pooling by token) and the memory for the next piece (None for the baselines)."""
+        token first when pooling by token) and the memory for the next piece (None for the baselines).
+
+        A list given as ``hidden_states`` receives the ``depth + 1`` hidden states of the piece: the blocks' input,
+        then each block's output (before the final norm)."""
         x = self.patch_embed(logmel)  # (B, D, rows, t)
         b, d, rows, t = x.shape
         columns = self.patch_grid[1]
@@ -295,12 +300,18 @@ class SAT(AudioClassifier):
         tokens = self.pos_drop(tokens)
         if not self.streaming:
             for block in self.blocks:
+                if hidden_states is not None:
+                    hidden_states.append(tokens)
                 tokens = block(tokens)
+            if hidden_states is not None:
+                hidden_states.append(tokens)
             return self.norm(tokens), None
         inputs = []
         for i, block in enumerate(self.blocks):
             inputs.append(tokens)
             tokens = block(tokens, None if memory is None else memory[i])
+        if hidden_states is not None:
+            hidden_states += [*inputs, tokens]
         if memory is None:
             memory = [tokens.new_zeros(b, 0, d)] * len(inputs)
         keep = self.memory_tokens
@@ -340,6 +351,40 @@ class SAT(AudioClassifier):
             tokens, memory = self.forward_piece(piece, memory)
             embeddings.append(self.pool(tokens))
         return torch.stack(embeddings, dim=1), memory
+
+    def forward_pieces_hidden(self, logmel: torch.Tensor, index: int) -> torch.Tensor:
+        """Normalised log-mel -> hidden state ``index`` (0: the blocks' input) of each piece pooled as the mean of its
+        patch tokens (the class token left out), ``(B, pieces, D)``; the memory runs as in ``forward_pieces``."""
+        skip = 1 if self.pooling == "token" else 0
+        pieces = self.split_pieces(logmel)
+        if not self.streaming:
+            b = logmel.shape[0]
+            states: list[torch.Tensor] = []
+            self.forward_piece(torch.cat(pieces, dim=0), hidden_states=states)
+            return states[index][:, skip:].mean(dim=1).reshape(len(pieces), b, -1).transpose(0, 1)
+        memory: Memory = None
+        pooled = []
+        for piece in pieces:
+            states = []
+            _, memory = self.forward_piece(piece, memory, hidden_states=states)
+            pooled.append(states[index][:, skip:].mean(dim=1))
+        return torch.stack(pooled, dim=1)
+
+    # -- embedding points ------------------------------------------------------------------------------------------
+    def embedding_blocks(self) -> dict[int, int]:
+        """0: the blocks' input (patches with positions), k: block k's output (before the final norm); each piece's
+        patch tokens averaged, then the pieces averaged, as ``embed`` averages them."""
+        return dict.fromkeys(range(len(self.blocks) + 1), self.embed_dim)
+
+    def embedding_points(self) -> dict[str, int]:
+        """``pooled``: the pieces' mean of the pooled final-norm tokens (token mean, or the class token for the
+        token-pooling variants), which ``outputlayer`` (LayerNorm, Linear) takes: the same vector as ``pre_logits``."""
+        return {"pooled": self.embed_dim}
+
+    def forward_embedding(self, waveform: torch.Tensor, layer: int | str) -> torch.Tensor:
+        if layer == "pooled":
+            return self.forward_pre_logits(self.forward_features(waveform))
+        return self.forward_pieces_hidden(self.normalized_logmel(waveform), int(layer)).mean(dim=1)
 
     def forward_features(self, waveform: torch.Tensor) -> torch.Tensor:
         """``(B, T)`` waveform -> per-piece embeddings ``(B, pieces, D)`` (memory starting empty)."""

@@ -46,7 +46,7 @@ from .._registry import register_model, register_pretrained_cfgs
 from ..layers import HeadConfig
 from ..layers.transformer import vit_blocks
 from ._base import AudioClassifier
-from .ast import AUDIOSET_STATS, ast_frontend
+from .ast import AUDIOSET_STATS, ast_frontend, token_embedding
 from .passt import NormLinearHead
 
 __all__ = ["SSAST", "checkpoint_filter_fn", "count_params", "pretraining_grid", "resize_pos_embed"]
@@ -233,6 +233,26 @@ class SSAST(AudioClassifier):
         """Tokens -> embedding ``(B, D)``: the mean of every patch token, the two global tokens left out
         (upstream's ``ft_avgtok``, ``x[:, 2:].mean(1)`` after the final norm)."""
         return features[:, NUM_PREFIX_TOKENS:].mean(dim=1)
+
+    # -- embedding points ------------------------------------------------------------------------------------------
+    def embedding_blocks(self) -> dict[int, int]:
+        """0: the blocks' input (patch embeddings with positions, cls and dist tokens), k: block k's output (before
+        the final norm), the numbering of ``embed_frames(layer=k)``; each pooled as the mean of its patch tokens."""
+        return dict.fromkeys(range(len(self.blocks) + 1), self.embed_dim)
+
+    def embedding_points(self) -> dict[str, int]:
+        """On the final-norm tokens: ``cls``, ``dist``, ``mean`` (of the patch tokens; upstream's ``ft_avgtok``, so
+        ``pooled`` and ``pre_logits`` are this same vector)."""
+        return dict.fromkeys(("cls", "dist", "mean", "pooled"), self.embed_dim)
+
+    def forward_embedding(self, waveform: torch.Tensor, layer: int | str) -> torch.Tensor:
+        if isinstance(layer, int):
+            x = self._tokens(self.frontend(waveform))
+            for block in self.blocks[:layer]:
+                x = block(x)
+            return x[:, NUM_PREFIX_TOKENS:].mean(dim=1)
+        tokens = self.forward_features(waveform)
+        return token_embedding(tokens, "mean" if layer == "pooled" else layer, prefix=NUM_PREFIX_TOKENS)
 
     @property
     def frame_hop_seconds(self) -> float:

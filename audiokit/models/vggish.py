@@ -239,6 +239,40 @@ class VGGish(AudioClassifier):
         """Per-example embeddings -> clip embedding ``(B, 128)``: their mean."""
         return features.mean(dim=1)
 
+    # -- embedding points ----------------------------------------------------------------------------------------------
+    def embedding_blocks(self) -> dict[int, int]:
+        """1..6: the six conv layers (with their ReLU, before the max-pool after some of them), upstream's conv1,
+        conv2, conv3_1, conv3_2, conv4_1, conv4_2; each averaged over time and frequency in every example, then over
+        the examples. VGGish has no stem, so there is no block 0."""
+        convs = [m.out_channels for m in self.features if isinstance(m, nn.Conv2d)]
+        return {i + 1: width for i, width in enumerate(convs)}
+
+    def embedding_points(self) -> dict[str, int]:
+        """``raw``: the examples' mean of the 128-d embedding before any postprocessing; ``postprocessed`` (only with
+        ``postprocess=True``): the mean of the PCA-whitened, quantised rows; ``pooled``: the examples' mean of what
+        ``forward_features`` gives (one of those two), which is also ``pre_logits``."""
+        points = {"raw": EMBEDDING_SIZE}
+        if self.postprocess:
+            points["postprocessed"] = EMBEDDING_SIZE
+        points["pooled"] = EMBEDDING_SIZE
+        return points
+
+    def forward_embedding(self, waveform: torch.Tensor, layer: int | str) -> torch.Tensor:
+        if layer in ("pooled", "postprocessed"):
+            return self.forward_pre_logits(self.forward_features(waveform))
+        ex = self.examples(waveform)
+        b, count = ex.shape[:2]
+        if layer == "raw":
+            return self.embed_examples(ex.flatten(0, 1)).reshape(b, count, EMBEDDING_SIZE).mean(dim=1)
+        x = ex.flatten(0, 1)
+        seen = 0
+        for module in self.features:
+            x = module(x)
+            seen += isinstance(module, nn.Conv2d)
+            if seen == layer and isinstance(module, nn.ReLU):
+                break
+        return x.mean(dim=(2, 3)).reshape(b, count, -1).mean(dim=1)
+
     @torch.no_grad()
     def embed_frames(self, waveform: torch.Tensor, layer: int | None = None) -> torch.Tensor:
         """Per-example embeddings ``(B, examples, 128)``, one every ``frame_hop_seconds`` (0.96 s), not pooled;
