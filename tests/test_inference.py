@@ -15,8 +15,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from audiokit import inference
-from audiokit.inference import InferenceRunner, _stream_windows, window_starts
+from audiokit.inference import InferenceRunner, _stream_windows, placement, window_starts
 from tests.conftest import informative_model
 
 MODEL = "efficientat_mn01.audioset"
@@ -139,12 +138,12 @@ def test_invalid_stream_seconds_is_refused(model):
     ("cores", "device", "workers"), [(2, "cpu", 0), (4, "cpu", 0), (16, "cpu", 2), (2, "cuda", 1), (16, "cuda", 8)]
 )
 def test_default_workers_follow_the_cores_and_the_device(monkeypatch, cores, device, workers):
-    monkeypatch.setattr(inference, "usable_cores", lambda: cores)
-    assert inference.default_num_workers(torch.device(device)) == workers
+    monkeypatch.setattr(placement, "usable_cores", lambda: cores)
+    assert placement.default_num_workers(torch.device(device)) == workers
 
 
 def test_runner_resolves_default_workers_and_refuses_negative_ones(model, monkeypatch):
-    monkeypatch.setattr(inference, "usable_cores", lambda: 16)
+    monkeypatch.setattr(placement, "usable_cores", lambda: 16)
     assert InferenceRunner(model, mode="scores", device="cpu").num_workers == 2
     assert InferenceRunner(model, mode="scores", device="cpu", num_workers=1).num_workers == 1
     with pytest.raises(ValueError, match="num_workers"):
@@ -198,7 +197,7 @@ def _record_forward_calls(model):
 
 
 def test_cpu_streams_give_the_single_stream_results_in_input_order(model, tmp_path, monkeypatch):
-    monkeypatch.setattr(inference, "usable_cores", lambda: 4)
+    monkeypatch.setattr(placement, "usable_cores", lambda: 4)
     lengths = [1.0, 2.5, 1.0, 0.4, 2.5, 1.0, 3.0]
     paths = [_write(tmp_path / f"c{i}.wav", s, channels=1 + i % 2, seed=i) for i, s in enumerate(lengths)]
     paths.insert(3, tmp_path / "missing.wav")

@@ -1,0 +1,228 @@
+"""The library's entry points: ``tag``, ``tag_to`` (records streamed to a file, resumable) and ``embed``."""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..models._base import AudioClassifier
+from .aggregate import _check_selection
+from .results import Segment
+from .runner import InferenceRunner
+from .sinks import open_tag_sink, tag_header, tag_record
+from .sources import iter_inputs
+
+
+def load_model(model: AudioClassifier | str | None, checkpoint_path: str | os.PathLike[str] | None) -> AudioClassifier:
+    """A model instance as given, or built by name with weights from ``checkpoint_path`` or the download cache.
+
+    A model built here is for inference only, so its BatchNorm layers are folded into the convolutions before them
+    (``layers.fold_batchnorm_``: the same outputs to float rounding, one pass less over every activation). A given
+    instance is left as it is: its owner may still train or save it.
+    """
+    from .._builder import create_model
+    from ..layers.fusion import fold_batchnorm_
+
+    if isinstance(model, AudioClassifier):
+        if checkpoint_path is not None:
+            raise ValueError("checkpoint_path applies to a model name, not to a model instance")
+        return model
+    name = model or DEFAULT_MODEL
+    net = create_model(name, pretrained=checkpoint_path is None, checkpoint_path=checkpoint_path).eval()
+    fold_batchnorm_(net)
+    return net
+
+
+DEFAULT_MODEL = "efficientat_mn10.audioset"
+
+
+def tag(
+    inputs: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
+    model: AudioClassifier | str | None = None,
+    *,
+    checkpoint_path: str | os.PathLike[str] | None = None,
+    top_k: int = 5,
+    threshold: float | None = None,
+    window: float | None = None,
+    hop: float | None = None,
+    recursive: bool = False,
+    **runner_kwargs: Any,
+) -> list[dict[str, Any]]:
+    """Tag audio files. Returns one dict per file, in input order::
+
+        {"path", "duration", "labels": [{"label", "score"}...], "windows": [{"start", "end", "labels"}...],
+         "error", "warnings", "size", "mtime_ns"}
+
+    ``labels`` is the clip-level result (for windowed files: the per-class maximum over windows, or the mean with
+    ``aggregate="mean"``). Files longer than ``stream_seconds`` (default 5 minutes) are decoded block by block in
+    windows, so memory does not grow with the file. ``size`` and ``mtime_ns`` are the file's as it was read.
+    ``runner_kwargs``: ``batch_size``, ``num_workers``, ``device``,
+    ``precision``, ``aggregate``, ``progress``, ``channels_last``, ``compile``, ``stream_seconds``,
+    ``preprocess_on``, ``cpu_streams``.
+    """
+    if isinstance(inputs, (str, os.PathLike)):
+        inputs = [inputs]
+    _check_selection(top_k, threshold)
+    net = load_model(model, checkpoint_path)
+    if net.num_classes == 0:
+        raise ValueError("this model has no classifier (num_classes=0): use embed() for embeddings")
+    runner = InferenceRunner(net, mode="scores", window=window, hop=hop, **runner_kwargs)
+    names = net.label_names
+    return [tag_record(result, names, top_k, threshold) for result in runner.run(inputs, recursive=recursive)]
+
+
+@dataclass
+class TagRun:
+    """What ``tag_to`` did: records ``written`` now, inputs ``skipped`` (already in the output, unchanged), this run's
+    ``errors`` (one message per failed file) and the failures among the skipped records (``earlier_errors``)."""
+
+    written: int = 0
+    skipped: int = 0
+    errors: list[str] = field(default_factory=list)
+    earlier_errors: int = 0
+
+
+def tag_to(
+    output: str | os.PathLike[str],
+    inputs: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
+    model: AudioClassifier | str | None = None,
+    *,
+    format: str = "jsonl",
+    resume: bool = False,
+    checkpoint_path: str | os.PathLike[str] | None = None,
+    top_k: int = 5,
+    threshold: float | None = None,
+    window: float | None = None,
+    hop: float | None = None,
+    recursive: bool = False,
+    on_record: Callable[[dict[str, Any]], None] | None = None,
+    **runner_kwargs: Any,
+) -> TagRun:
+    """Tag audio files into ``output`` (``format`` "jsonl" or "csv"), a record per file as it finishes, in input order.
+
+    ``inputs`` is read as the run goes (an iterator over a million names is fine); ``output`` may be ``"-"``
+    (standard output), a pipe or a device, or a file, which gets a header naming the model, its weights and the
+    settings. ``resume=True`` continues such a file: inputs already recorded, with the size and mtime recorded, are
+    skipped, changed ones redone; another model or setting is refused (``ResumeError``). Without it an existing
+    non-empty file is refused. ``on_record`` is called with each record once it is written. Record fields as ``tag``.
+    """
+    if isinstance(inputs, (str, os.PathLike)):
+        inputs = [inputs]
+    _check_selection(top_k, threshold)
+    net = load_model(model, checkpoint_path)
+    if net.num_classes == 0:
+        raise ValueError("this model has no classifier (num_classes=0): use embed() for embeddings")
+    paths = iter_inputs(inputs, recursive)
+    first = next(paths, None)
+    if first is None:
+        raise ValueError("no input files")
+    runner = InferenceRunner(net, mode="scores", window=window, hop=hop, **runner_kwargs)
+    from .. import __version__
+
+    settings = {
+        "window": window, "hop": runner.hop, "aggregate": runner.aggregate, "top_k": top_k, "threshold": threshold,
+        "precision": runner.precision, "preprocess_on": runner.preprocess_on, "stream_seconds": runner.stream_seconds,
+    }  # fmt: skip
+    sink = open_tag_sink(output, format, tag_header(net, settings, __version__), resume=resume)
+    run = TagRun()
+    try:
+        todo = itertools.chain([first], paths)
+        if sink.resumable:
+            todo = (p for p in todo if not sink.skip(p))
+        for result in runner.iter_results(todo):
+            record = tag_record(result, net.label_names, top_k, threshold)
+            sink.write(record)
+            run.written += 1
+            if record["error"]:
+                run.errors.append(record["error"])
+            if on_record is not None:
+                on_record(record)
+        sink.finish()
+    finally:
+        sink.close()
+    run.skipped, run.earlier_errors = sink.skipped, sink.earlier_errors
+    return run
+
+
+@dataclass
+class Embeddings:
+    """``ids`` (path, or ``path@start-end`` per window) and a float32 ``(N, D)`` matrix; ``errors`` per failed file."""
+
+    ids: list[str]
+    vectors: np.ndarray
+    starts: np.ndarray
+    ends: np.ndarray
+    errors: dict[str, str]
+
+
+def embed(
+    inputs: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
+    model: AudioClassifier | str | None = None,
+    *,
+    checkpoint_path: str | os.PathLike[str] | None = None,
+    window: float | None = None,
+    hop: float | None = None,
+    recursive: bool = False,
+    frame_level: bool = False,
+    layer: int | None = None,
+    **runner_kwargs: Any,
+) -> Embeddings:
+    """Embeddings of audio files: one row per file, or one per window when ``window`` is given.
+
+    ``layer=k`` takes the embedding of hidden layer ``k`` (models with layers, e.g. wav2vec2); ``frame_level=True``
+    gives one row per model frame (id ``path@start``) instead of one per clip or window.
+    """
+    if isinstance(inputs, (str, os.PathLike)):
+        inputs = [inputs]
+    net = load_model(model, checkpoint_path)
+    mode = "frames" if frame_level else "embedding"
+    if frame_level and window is not None and hop is not None and hop < window:
+        raise ValueError("frame-level embeddings need non-overlapping windows (hop >= window)")
+    runner = InferenceRunner(net, mode=mode, window=window, hop=hop, layer=layer, **runner_kwargs)
+    ids: list[str] = []
+    rows: list[np.ndarray] = []
+    starts: list[float] = []
+    ends: list[float] = []
+    errors: dict[str, str] = {}
+    for result in runner.run(inputs, recursive=recursive):
+        if not result.ok:
+            errors[result.path] = result.error or "failed"
+            continue
+        if frame_level:
+            step = net.frame_hop_seconds  # type: ignore[attr-defined]
+            segments = result.segments or []
+            if not segments and result.values is not None:
+                segments = [Segment(0.0, result.duration or 0.0, result.values)]
+            for seg in segments:
+                # A model whose frames depend on the input's length (HTS-AT stretches its input onto a fixed grid)
+                # gives their times itself; the others have a fixed hop.
+                spans = None
+                if hasattr(net, "frame_times"):
+                    spans = net.frame_times(round((seg.end - seg.start) * net.sample_rate)).tolist()
+                for i, row in enumerate(seg.values):
+                    start = seg.start + (spans[i][0] if spans else i * step)
+                    end = seg.start + spans[i][1] if spans else start + step
+                    ids.append(f"{result.path}@{start:.3f}")
+                    rows.append(row)
+                    starts.append(start)
+                    ends.append(min(end, seg.end))
+        elif window is not None:
+            for seg in result.segments:
+                ids.append(f"{result.path}@{seg.start:.3f}-{seg.end:.3f}")
+                rows.append(seg.values)
+                starts.append(seg.start)
+                ends.append(seg.end)
+        else:
+            assert result.values is not None and result.duration is not None
+            ids.append(result.path)
+            rows.append(result.values)
+            starts.append(0.0)
+            ends.append(result.duration)
+    width = rows[0].shape[-1] if rows else net.num_features
+    vectors = np.stack(rows).astype(np.float32) if rows else np.zeros((0, width), np.float32)
+    return Embeddings(ids, vectors, np.asarray(starts), np.asarray(ends), errors)
