@@ -368,3 +368,41 @@ def test_cli_export_transformers(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "has no transformers class" in err
     assert main(["export", f"local-dir:{run}", "--format", "transformers", "-o", str(out), "--overwrite"]) == 0
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Full size
+# ---------------------------------------------------------------------------------------------------------------------
+def _full_size(name: str, device: str = "cpu", **kwargs):
+    """A registered model at its released size (transformers' initialisation), with a unit-gain classifier."""
+    torch.manual_seed(0)
+    model = ak.create_model(name, **kwargs)
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for p in model.get_classifier().parameters():
+            p.copy_(torch.randn(p.shape, generator=gen) / p.shape[-1] ** 0.5)
+    return model.to(device).eval()
+
+
+@pytest.mark.slow
+# The export's own check runs six full-size forwards: ~2 min for AST on 2 shared cores, ~1 min for wav2vec2.
+@pytest.mark.parametrize("name", ["ast_base.audioset", "wav2vec2_base.superb_ks"])
+def test_full_size(tmp_path, name, caplog):
+    model = _full_size(name)
+    with caplog.at_level(logging.WARNING, logger="audiokit"):
+        out = export(model, tmp_path / "export", format="transformers")
+    clip = 0.1 * torch.randn(1, 3 * 16000, generator=torch.Generator().manual_seed(5))
+    problem = "multi_label_classification" if name.startswith("ast") else "single_label_classification"
+    _check_export(model, out, [clip], problem)
+    assert ("becomes the blocks' 1e-06" in caplog.text) is name.startswith("ast")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_full_size_ast_is_checked_on_its_device(tmp_path):
+    """The export's check runs where the model is; the directory it writes is the same (loaded here on the CPU)."""
+    model = _full_size("ast_base.audioset", device="cuda")
+    out = export(model, tmp_path / "export", format="transformers")
+    assert next(model.parameters()).device.type == "cuda"  # the caller's model stays where it was
+    clip = 0.1 * torch.randn(1, 5 * 16000, generator=torch.Generator().manual_seed(5))
+    _check_export(model.cpu(), out, [clip], "multi_label_classification")
