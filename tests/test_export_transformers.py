@@ -165,6 +165,23 @@ def test_fine_tuned_ast_from_a_transformers_directory_round_trips(tmp_path):
     assert {k: extractor[k] for k in AST_EXTRACTOR} == AST_EXTRACTOR
 
 
+def test_transformers_pipeline_scores_are_audiokit_probabilities(tmp_path):
+    """problem_type makes transformers' audio-classification pipeline apply audiokit's output activation."""
+    from transformers import pipeline
+
+    base = ak.create_model(f"local-dir:{_ast_dir(tmp_path / 'hf')}")
+    base.pretrained_cfg = base.pretrained_cfg.replace(task="multilabel")
+    model = _new_head(base, LABELS)
+    out = export(model, tmp_path / "export", format="transformers")
+    clip = _wave(0.4, seed=3)
+    scores = pipeline("audio-classification", model=str(out), top_k=None)(clip[0].numpy())
+    probs = model.predict_proba(clip)[0]
+    assert sorted(s["label"] for s in scores) == sorted(LABELS)
+    for s in scores:
+        assert s["score"] == pytest.approx(float(probs[LABELS.index(s["label"])]), abs=1e-5)
+    assert sum(s["score"] for s in scores) > 1.01 or sum(s["score"] for s in scores) < 0.99  # sigmoid, not softmax
+
+
 def test_registered_ast_with_its_two_epsilons(tmp_path, caplog):
     """audiokit's registered AST has LayerNorm eps 1e-6 in the blocks and 1e-5 in the head; transformers has one
     layer_norm_eps, so the head takes the blocks' and the export says so with the difference it measured."""
@@ -335,6 +352,29 @@ def test_a_non_empty_directory_is_replaced_only_with_overwrite(tmp_path):
     for bad, words in ((tmp_path / "file", "is a file"), ("-", "is a directory; give its path")):
         with pytest.raises(OutputPathError, match=words):
             export(model, bad, format="transformers")
+
+
+def test_a_failed_check_writes_nothing_and_keeps_what_was_there(tmp_path):
+    """The registered AST's head epsilon moves its logits by a few 1e-6: a tolerance below that refuses the export,
+    after the directory was written and loaded back, and the destination is left as it was."""
+    model = _new_head(_randomise(ak.create_model("ast_base.speechcommands_v2", **AST_TINY)), LABELS)
+    target = tmp_path / "export"
+    target.mkdir()
+    (target / "notes.txt").write_text("mine")
+    with pytest.raises(ExportError, match=r"transformers' load of ast_base\.speechcommands_v2's export differs"):
+        export(model, target, format="transformers", overwrite=True, tolerance=1e-9)
+    assert [p.name for p in tmp_path.iterdir()] == ["export"] and [p.name for p in target.iterdir()] == ["notes.txt"]
+
+
+def test_a_linear_classifier_head_exports_as_its_linear_layer(tmp_path):
+    """A ClassifierHead without hidden layers (a fine-tune config that names only the output) is one Linear."""
+    from audiokit.layers import ClassifierHead, HeadConfig
+
+    model = _randomise(ak.create_model("wav2vec2_base.superb_ks", **W2V_TINY))
+    model = _new_head(model, LABELS, head=HeadConfig(output="softmax"))
+    assert isinstance(model.get_classifier(), ClassifierHead)
+    out = export(model, tmp_path / "export", format="transformers")
+    _check_export(model, out, W2V_CLIPS, "single_label_classification")
 
 
 def test_cli_export_transformers(tmp_path, capsys):
