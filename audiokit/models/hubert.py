@@ -11,7 +11,9 @@ module swaps the backbone and adds HuBERT's two encoder options:
 
 Checkpoints: ``HubertForSequenceClassification`` (``hubert.*``, ``projector.*``, ``classifier.*``,
 ``layer_weights``), bare ``HubertModel`` state dicts and ``HubertForCTC`` ones (``lm_head.*`` dropped, logged), the
-positional-convolution weight norm in either naming, and our own ``save_pretrained`` layout.
+positional-convolution weight norm in either naming, our own ``save_pretrained`` layout, and torchaudio's HuBERT
+bundle files (``torchaudio.pipelines.HUBERT_*``: torchaudio builds HuBERT as its Wav2Vec2Model, whose feature
+projection always has the LayerNorm, ``feat_proj_layer_norm=True``; registered as ``hubert_*.torchaudio*``).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from torch import nn
 
 from .._pretrained import PretrainedCfg
 from .._registry import register_model, register_pretrained_cfgs
-from .wav2vec2 import Wav2Vec2Classifier, wav2vec2_frontend
+from .wav2vec2 import Wav2Vec2Classifier, torchaudio_cfgs, wav2vec2_frontend
 from .wav2vec2 import frontend_from_transformers as frontend_from_transformers
 from .wav2vec2 import model_kwargs_from_transformers as _wav2vec2_kwargs
 
@@ -122,10 +124,18 @@ default_cfgs: list[PretrainedCfg] = [
             "Pure embedder (num_classes 0): the time-mean of the last hidden state (768); embed(layer=k) gives other "
             "layers. Weights are not downloaded automatically: pass checkpoint_path= the Hugging Face directory "
             "(its config.json and preprocessor_config.json decide the architecture and do_normalize; without the "
-            "latter do_normalize=True is assumed, not checked against the hub file here)."
+            "latter do_normalize=True is assumed, not checked against the hub file here). torchaudio's file of the "
+            "same weights (hubert_fairseq_base_ls960.pth, hubert_base.torchaudio) loads too, and runs as torchaudio "
+            "runs it: without normalisation."
         ),
     ),
 ]
+# Encoders of torchaudio's bundles as built here (no masked_spec_embed), equal to torchaudio 2.11's count for each
+# bundle's _params without the CTC head (both measured on the meta device).
+_TA_PARAMS = {"hubert_base": 94_370_944, "hubert_large": 315_434_112, "hubert_xlarge": 962_492_544}
+default_cfgs += torchaudio_cfgs("hubert_base", _TA_PARAMS["hubert_base"], _PAPER, layer_norm_encoder=False)
+default_cfgs += torchaudio_cfgs("hubert_large", _TA_PARAMS["hubert_large"], _PAPER, layer_norm_encoder=True)
+default_cfgs += torchaudio_cfgs("hubert_xlarge", _TA_PARAMS["hubert_xlarge"], _PAPER, layer_norm_encoder=True)
 register_pretrained_cfgs(default_cfgs)
 
 
@@ -136,3 +146,53 @@ register_pretrained_cfgs(default_cfgs)
 def hubert_base(pretrained_cfg: PretrainedCfg, **kwargs: Any) -> HubertClassifier:
     """HuBERT-Base: wav2vec 2.0 Base's encoder (7 convolutions, stride 320; 12 post-LN layers, 768 wide, 12 heads)."""
     return HubertClassifier(pretrained_cfg, **kwargs)
+
+
+@register_model
+def hubert_large(
+    pretrained_cfg: PretrainedCfg,
+    hidden_size: int = 1024,
+    num_layers: int = 24,
+    num_heads: int = 16,
+    intermediate_size: int = 4096,
+    feat_extract_norm: str = "layer",
+    do_stable_layer_norm: bool = True,
+    **kwargs: Any,
+) -> HubertClassifier:
+    """HuBERT-Large: layer-normalised feature encoder (unbiased convolutions) and a pre-LN
+    transformer, 24 layers 1024 wide with 16 heads."""
+    return HubertClassifier(
+        pretrained_cfg,
+        hidden_size=hidden_size,
+        num_layers=num_layers,
+        num_heads=num_heads,
+        intermediate_size=intermediate_size,
+        feat_extract_norm=feat_extract_norm,
+        do_stable_layer_norm=do_stable_layer_norm,
+        **kwargs,
+    )
+
+
+@register_model
+def hubert_xlarge(
+    pretrained_cfg: PretrainedCfg,
+    hidden_size: int = 1280,
+    num_layers: int = 48,
+    num_heads: int = 16,
+    intermediate_size: int = 5120,
+    feat_extract_norm: str = "layer",
+    do_stable_layer_norm: bool = True,
+    **kwargs: Any,
+) -> HubertClassifier:
+    """HuBERT-XLarge: layer-normalised feature encoder (unbiased convolutions) and a pre-LN
+    transformer, 48 layers 1280 wide with 16 heads."""
+    return HubertClassifier(
+        pretrained_cfg,
+        hidden_size=hidden_size,
+        num_layers=num_layers,
+        num_heads=num_heads,
+        intermediate_size=intermediate_size,
+        feat_extract_norm=feat_extract_norm,
+        do_stable_layer_norm=do_stable_layer_norm,
+        **kwargs,
+    )

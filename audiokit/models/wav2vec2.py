@@ -19,7 +19,11 @@ Checkpoints accepted by :func:`checkpoint_filter_fn`:
   pre-training heads (``quantizer.*``, ``project_q.*``, ``project_hid.*``) and CTC head (``lm_head.*``) are dropped;
 - the positional-convolution weight norm stored either as ``weight_g`` / ``weight_v`` (older files) or as
   ``parametrizations.weight.original0`` / ``original1`` (newer files), mapped to the names the model in memory uses;
-- our own ``save_pretrained`` layout (passed through).
+- our own ``save_pretrained`` layout (passed through);
+- ``torchaudio.models.Wav2Vec2Model`` state dicts (the files behind ``torchaudio.pipelines``' Wav2Vec2, HuBERT and
+  WavLM bundles, :data:`TORCHAUDIO_BUNDLES`), renamed by :func:`torchaudio_to_transformers`; the CTC head of an ASR
+  bundle (``aux.*``) is reported and not used, and the bundle's waveform convention applies (see
+  :meth:`Wav2Vec2Classifier.check_checkpoint`).
 
 A transformers directory (``save_pretrained`` of one of :data:`HF_ARCHITECTURES`, with its
 ``preprocessor_config.json``) is built from its own files by :func:`model_kwargs_from_transformers` and
@@ -30,29 +34,35 @@ HuBERT and WavLM (``hubert.py``, ``wavlm.py``) reuse this class with their own t
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
 from .._pretrained import FrontendCfg, PretrainedCfg
-from .._registry import register_model, register_pretrained_cfgs
+from .._registry import list_models, register_model, register_pretrained_cfgs
 from ._base import AudioClassifier
 
 __all__ = [
+    "TORCHAUDIO_BUNDLES",
     "Wav2Vec2Classifier",
     "checkpoint_filter_fn",
     "frontend_from_transformers",
+    "is_torchaudio_state_dict",
     "model_kwargs_from_transformers",
     "normalize_waveform",
+    "torchaudio_to_transformers",
     "wav2vec2_frontend",
 ]
 
 _logger = logging.getLogger(__name__)
 
 NORM_EPS = 1e-7  # variance floor of Wav2Vec2FeatureExtractor's zero-mean/unit-variance step
+# torchaudio's bundles that normalise do it with layer_norm over the waveform, whose variance floor is LayerNorm's.
+TORCHAUDIO_NORM_EPS = 1e-5
 
 
 def normalize_waveform(waveform: torch.Tensor, eps: float = NORM_EPS) -> torch.Tensor:
@@ -96,6 +106,7 @@ class Wav2Vec2Classifier(AudioClassifier):
         use_weighted_layer_sum: bool = False,
         classifier_proj_size: int | None = 256,
         do_normalize: bool = True,
+        normalize_eps: float = NORM_EPS,
         drop_rate: float = 0.0,
         attn_drop_rate: float = 0.0,
         layerdrop: float = 0.0,
@@ -140,6 +151,7 @@ class Wav2Vec2Classifier(AudioClassifier):
         )
         self.backbone = self.backbone_model(self.config)
         self.do_normalize = do_normalize
+        self.normalize_eps = normalize_eps
         self.use_weighted_layer_sum = use_weighted_layer_sum
         if use_weighted_layer_sum:
             self.layer_weights = nn.Parameter(torch.full((num_layers + 1,), 1.0 / (num_layers + 1)))
@@ -195,9 +207,10 @@ class Wav2Vec2Classifier(AudioClassifier):
 
     # -- forward -------------------------------------------------------------------------------------------------------
     def prepare_input(self, waveform: torch.Tensor) -> torch.Tensor:
-        """Frontend (identity) and, with ``do_normalize``, the per-clip zero-mean/unit-variance step."""
+        """Frontend (identity) and, with ``do_normalize``, the per-clip zero-mean/unit-variance step (variance floor
+        ``normalize_eps``: 1e-7 as transformers' extractor, 1e-5 as torchaudio's bundles)."""
         x = self.frontend(waveform)
-        return normalize_waveform(x) if self.do_normalize else x
+        return normalize_waveform(x, self.normalize_eps) if self.do_normalize else x
 
     def hidden_states(self, waveform: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """``(B, T)`` waveform -> ``num_layers + 1`` hidden states ``(B, frames, hidden)``, as transformers numbers
@@ -249,9 +262,74 @@ class Wav2Vec2Classifier(AudioClassifier):
 
     def checkpoint_filter_fn(self, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         uses_parametrizations = any(".parametrizations.weight." in k for k in self.backbone.state_dict())
-        return checkpoint_filter_fn(
+        out = checkpoint_filter_fn(
             state_dict, parametrized_pos_conv=uses_parametrizations, model_prefix=self.state_dict_prefix
         )
+        embed = getattr(self.backbone, "masked_spec_embed", None)
+        if embed is not None and "backbone.masked_spec_embed" not in out and is_torchaudio_state_dict(state_dict):
+            # torchaudio's encoder has no mask embedding (only its pre-training model masks); ours is never applied
+            # (apply_spec_augment=False), so it keeps its own value rather than failing the strict load.
+            out["backbone.masked_spec_embed"] = embed.detach()
+        return out
+
+    def check_checkpoint(self, checkpoint: Any, source: str) -> None:
+        """A torchaudio bundle file: its CTC head is reported as not used, and its waveform convention applies.
+
+        torchaudio's bundles normalise the waveform exactly when the feature encoder is layer-normalised (the
+        LV-60K, XLS-R and large HuBERT/WavLM models; layer_norm over the waveform, variance floor 1e-5) and pass it
+        unchanged otherwise. Under a name registered for these bundles (``*.torchaudio*``) that convention is
+        already the registered one, and ``do_normalize=`` given by the caller stands. Under another name (one
+        registered for Hugging Face's conversion of the same weights, whose extractor may normalise) the file's
+        convention replaces it, with a warning when that changes ``do_normalize``.
+        """
+        if not isinstance(checkpoint, Mapping):
+            return  # the loader reports what is not a state dict
+        state = checkpoint
+        for wrapper in ("state_dict", "model", "model_state_dict"):
+            if isinstance(state.get(wrapper), Mapping):
+                state = state[wrapper]
+                break
+        if not is_torchaudio_state_dict(state):
+            return
+        state = _strip_wrapper(state)
+        layer_norm_file = any(k.startswith(_TORCHAUDIO_LAYER_NORM_CONV) for k in state)
+        if layer_norm_file != (self.config.feat_extract_norm == "layer"):
+            from .._builder import CheckpointMismatchError  # the builder imports the model package: imported here
+
+            kind = "layer" if layer_norm_file else "group"
+            raise CheckpointMismatchError(
+                f"{source}: a torchaudio bundle file with a {kind}-normalised feature encoder, not the "
+                f"{self.config.feat_extract_norm}-normalised one of {self.pretrained_cfg.architecture}; torchaudio's "
+                f"{'large LV-60K, XLS-R and large HuBERT/WavLM' if layer_norm_file else 'base and LibriSpeech large'} "
+                f"bundles have it (audiokit's names: {', '.join(_bundle_architectures(layer_norm_file))})"
+            )
+        head = {k: tuple(v.shape) for k, v in state.items() if k.startswith(_TORCHAUDIO_CTC_HEAD)}
+        if head:
+            _logger.warning(
+                "%s: %s not used: the CTC (speech recognition) head of a torchaudio ASR bundle; audiokit builds the "
+                "encoder, an embedder (num_classes=N puts a new classification head on it)",
+                source,
+                ", ".join(f"{k} {shape}" for k, shape in head.items()),
+            )
+        if _is_torchaudio_cfg(self.pretrained_cfg):
+            return
+        normalise = self.config.feat_extract_norm == "layer"
+        if self.do_normalize != normalise:
+            names = list_models(f"{self.pretrained_cfg.architecture}.torchaudio*")
+            _logger.warning(
+                "%s is a torchaudio bundle file: the waveform is %s, as torchaudio's bundles of this architecture do "
+                "(%s registers do_normalize=%s for the Hugging Face conversion); to choose, load it as %s with "
+                "do_normalize=",
+                source,
+                "normalised" if normalise else "not normalised",
+                self.pretrained_cfg.name,
+                self.do_normalize,
+                names[0] if names else f"a {self.pretrained_cfg.architecture}.torchaudio* name",
+            )
+        self.do_normalize = normalise
+        self.normalize_eps = TORCHAUDIO_NORM_EPS
+        # save_pretrained records what the model now computes.
+        self.model_kwargs.update(do_normalize=normalise, normalize_eps=TORCHAUDIO_NORM_EPS)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -267,16 +345,67 @@ _WEIGHT_NORM_NAMES = (
 )
 
 
+# torchaudio.models.Wav2Vec2Model (and its HuBERT and WavLM variants) nests the transformer one level deeper than
+# transformers and keeps the feature projection inside the encoder; its ASR bundles add a CTC head ``aux``, and the
+# bundles that normalise their input wrap the model (``model.``) when built by ``bundle.get_model()``.
+_TORCHAUDIO_TRANSFORMER = "encoder.transformer."
+_TORCHAUDIO_PROJECTION = "encoder.feature_projection."
+_TORCHAUDIO_CTC_HEAD = "aux."
+_TORCHAUDIO_WRAPPER = "model."
+_TORCHAUDIO_IN_PROJ = ".attention.attention.in_proj_"  # WavLM: q, k and v stacked in one nn.MultiheadAttention
+_TORCHAUDIO_OUT_PROJ = ".attention.attention.out_proj."
+# The first convolution is normalised in both layouts; the second only in the layer-normalised one.
+_TORCHAUDIO_LAYER_NORM_CONV = "feature_extractor.conv_layers.1.layer_norm."
+
+
+def _strip_wrapper(state: Mapping[str, Any]) -> Mapping[str, Any]:
+    if state and all(k.startswith(_TORCHAUDIO_WRAPPER) for k in state):
+        return {k[len(_TORCHAUDIO_WRAPPER) :]: v for k, v in state.items()}
+    return state
+
+
+def is_torchaudio_state_dict(state: Mapping[str, Any]) -> bool:
+    """Whether ``state`` is in ``torchaudio.models.Wav2Vec2Model``'s layout (its transformer layers sit under
+    ``encoder.transformer.``; transformers' directly under ``encoder.``)."""
+    return any(k.startswith(_TORCHAUDIO_TRANSFORMER) for k in _strip_wrapper(state))
+
+
+def torchaudio_to_transformers(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """torchaudio Wav2Vec2 / HuBERT / WavLM keys -> those of transformers' ``Wav2Vec2Model`` / ``HubertModel`` /
+    ``WavLMModel`` (no prefix). Pure.
+
+    The CTC head ``aux.*`` is left out (the model's ``check_checkpoint`` reports it); the positional convolution's
+    weight norm keeps the naming it came with (``weight_g/v`` or ``parametrizations.weight.original0/1``) for
+    :func:`checkpoint_filter_fn` to map; WavLM's stacked ``in_proj`` is split into ``q_proj``, ``k_proj``,
+    ``v_proj`` in that order (``nn.MultiheadAttention``'s).
+    """
+    out: dict[str, torch.Tensor] = {}
+    for key, value in _strip_wrapper(state).items():
+        if key.startswith(_TORCHAUDIO_CTC_HEAD):
+            continue
+        if key.startswith(_TORCHAUDIO_PROJECTION):
+            key = key[len("encoder.") :]
+        elif key.startswith(_TORCHAUDIO_TRANSFORMER):
+            key = "encoder." + key[len(_TORCHAUDIO_TRANSFORMER) :]
+        if _TORCHAUDIO_IN_PROJ in key:
+            stem, kind = key.split(_TORCHAUDIO_IN_PROJ, 1)
+            for name, part in zip(("q_proj", "k_proj", "v_proj"), value.chunk(3, dim=0)):
+                out[f"{stem}.attention.{name}.{kind}"] = part
+            continue
+        out[key.replace(_TORCHAUDIO_OUT_PROJ, ".attention.out_proj.")] = value
+    return out
+
+
 def checkpoint_filter_fn(
     state_dict: dict[str, torch.Tensor], parametrized_pos_conv: bool = True, model_prefix: str = "wav2vec2."
 ) -> dict[str, torch.Tensor]:
-    """Hugging Face Wav2Vec2 keys (any of the layouts in the module docstring) or ours -> ours. Pure.
+    """Hugging Face Wav2Vec2 keys (any of the layouts in the module docstring), torchaudio's, or ours -> ours. Pure.
 
     ``parametrized_pos_conv`` says which weight-norm names the model in memory uses for the positional convolution
     (``parametrizations.weight.original0/1`` with current torch, else ``weight_g/v``); ``model_prefix`` is the
     encoder's prefix in transformers' task models. Keys that match nothing are kept, for the strict loader to report.
     """
-    state = dict(state_dict)
+    state = torchaudio_to_transformers(state_dict) if is_torchaudio_state_dict(state_dict) else dict(state_dict)
     out: dict[str, torch.Tensor] = {}
     dropped = sorted({k.split(".", 1)[0] for k in state if k.startswith(_DROPPED_PREFIXES)})
     if dropped:
@@ -420,7 +549,9 @@ default_cfgs: list[PretrainedCfg] = [
             "layers. Weights are not downloaded automatically: pass checkpoint_path= a Hugging Face directory "
             "(config.json + model.safetensors/pytorch_model.bin) of facebook/wav2vec2-base; its quantizer/project_* "
             "pre-training heads are dropped. Hub id: facebook/wav2vec2-base. do_normalize=True follows its "
-            "preprocessor_config (not re-checked here)."
+            "preprocessor_config (not re-checked here). torchaudio's file of the same weights "
+            "(wav2vec2_fairseq_base_ls960.pth, wav2vec2_base.torchaudio) loads too, and runs as torchaudio runs it: "
+            "without normalisation."
         ),
     ),
     PretrainedCfg(
@@ -452,6 +583,210 @@ default_cfgs: list[PretrainedCfg] = [
         ),
     ),
 ]
+
+# ---------------------------------------------------------------------------------------------------------------------
+# torchaudio bundles (torchaudio.pipelines): one registered name per bundle, under the architecture its _params build
+# ---------------------------------------------------------------------------------------------------------------------
+TORCHAUDIO_URL = "https://download.pytorch.org/torchaudio/models/"
+_FAIRSEQ_W2V = "https://github.com/pytorch/fairseq/blob/ce6c9eeae163ac04b79539c78e74f292f29eaa18/examples/wav2vec"
+_FAIRSEQ_HUBERT = "https://github.com/pytorch/fairseq/blob/ce6c9eeae163ac04b79539c78e74f292f29eaa18/examples/hubert"
+_XLSR = (
+    "https://github.com/facebookresearch/fairseq/tree/30c912b73c0f88d41171879b2f03226a171004ef/examples/wav2vec/xlsr"
+)
+_VOXPOPULI = "https://github.com/facebookresearch/voxpopuli/tree/160e4d7915bad9f99b2c35b1d3833e51fd30abf2"
+_WAVLM = "https://github.com/microsoft/unilm/tree/65f15af2a307ebb64cfb25adf54375b002e6fe8d/wavlm"
+_LS960 = "LibriSpeech 960 h"
+_LL60K = "Libri-Light 60k h"
+_XLSR53_DATA = "56k h of MLS, CommonVoice and BABEL (53 languages)"
+_XLSR128_DATA = "436k h of MLS, CommonVoice, VoxLingua107, BABEL and VoxPopuli (128 languages)"
+_VP10K = "VoxPopuli 10k h (23 languages)"
+_WAVLM_PLUS_DATA = "Libri-Light 60k h, GigaSpeech 10k h and VoxPopuli 24k h"
+
+
+@dataclasses.dataclass(frozen=True)
+class TorchaudioBundle:
+    """One of ``torchaudio.pipelines``' Wav2Vec2-family bundles: where its file is and what it was trained on."""
+
+    bundle: str  # the torchaudio.pipelines name
+    name: str  # the audiokit registry name (architecture.tag)
+    filename: str  # under TORCHAUDIO_URL
+    pretraining: str
+    fine_tuning: str | None  # the CTC (ASR) fine-tuning data, None for a pre-trained-only bundle
+    source: str
+    license: str = "MIT"
+
+    @property
+    def url(self) -> str:
+        return TORCHAUDIO_URL + self.filename
+
+
+def _bundles(*rows: tuple[Any, ...]) -> dict[str, TorchaudioBundle]:
+    return {row[0]: TorchaudioBundle(*row) for row in rows}
+
+
+# Facts from torchaudio 2.11's pipelines/_wav2vec2/impl.py (file, _params, _normalize_waveform, docstrings). No hash
+# of these files is published (torchaudio downloads them without a check).
+TORCHAUDIO_BUNDLES: dict[str, TorchaudioBundle] = _bundles(
+    ("WAV2VEC2_BASE", "wav2vec2_base.torchaudio", "wav2vec2_fairseq_base_ls960.pth", _LS960, None, _FAIRSEQ_W2V),
+    ("WAV2VEC2_ASR_BASE_10M", "wav2vec2_base.torchaudio_asr_10m", "wav2vec2_fairseq_base_ls960_asr_ll10m.pth",
+     _LS960, "Libri-Light 10 min", _FAIRSEQ_W2V),
+    ("WAV2VEC2_ASR_BASE_100H", "wav2vec2_base.torchaudio_asr_100h", "wav2vec2_fairseq_base_ls960_asr_ls100.pth",
+     _LS960, "LibriSpeech train-clean-100", _FAIRSEQ_W2V),
+    ("WAV2VEC2_ASR_BASE_960H", "wav2vec2_base.torchaudio_asr_960h", "wav2vec2_fairseq_base_ls960_asr_ls960.pth",
+     _LS960, _LS960, _FAIRSEQ_W2V),
+    ("WAV2VEC2_LARGE", "wav2vec2_large.torchaudio", "wav2vec2_fairseq_large_ls960.pth", _LS960, None, _FAIRSEQ_W2V),
+    ("WAV2VEC2_ASR_LARGE_10M", "wav2vec2_large.torchaudio_asr_10m", "wav2vec2_fairseq_large_ls960_asr_ll10m.pth",
+     _LS960, "Libri-Light 10 min", _FAIRSEQ_W2V),
+    ("WAV2VEC2_ASR_LARGE_100H", "wav2vec2_large.torchaudio_asr_100h", "wav2vec2_fairseq_large_ls960_asr_ls100.pth",
+     _LS960, "LibriSpeech train-clean-100", _FAIRSEQ_W2V),
+    ("WAV2VEC2_ASR_LARGE_960H", "wav2vec2_large.torchaudio_asr_960h", "wav2vec2_fairseq_large_ls960_asr_ls960.pth",
+     _LS960, _LS960, _FAIRSEQ_W2V),
+    ("WAV2VEC2_LARGE_LV60K", "wav2vec2_large_lv60k.torchaudio", "wav2vec2_fairseq_large_lv60k.pth", _LL60K, None,
+     _FAIRSEQ_W2V),
+    ("WAV2VEC2_ASR_LARGE_LV60K_10M", "wav2vec2_large_lv60k.torchaudio_asr_10m",
+     "wav2vec2_fairseq_large_lv60k_asr_ll10m.pth", _LL60K, "Libri-Light 10 min", _FAIRSEQ_W2V),
+    ("WAV2VEC2_ASR_LARGE_LV60K_100H", "wav2vec2_large_lv60k.torchaudio_asr_100h",
+     "wav2vec2_fairseq_large_lv60k_asr_ls100.pth", _LL60K, "LibriSpeech train-clean-100", _FAIRSEQ_W2V),
+    ("WAV2VEC2_ASR_LARGE_LV60K_960H", "wav2vec2_large_lv60k.torchaudio_asr_960h",
+     "wav2vec2_fairseq_large_lv60k_asr_ls960.pth", _LL60K, _LS960, _FAIRSEQ_W2V),
+    ("WAV2VEC2_XLSR53", "wav2vec2_large_lv60k.torchaudio_xlsr53", "wav2vec2_fairseq_large_xlsr53.pth", _XLSR53_DATA,
+     None, _FAIRSEQ_W2V),
+    ("WAV2VEC2_XLSR_300M", "wav2vec2_large_lv60k.torchaudio_xlsr_300m", "wav2vec2_xlsr_300m.pth", _XLSR128_DATA,
+     None, _XLSR),
+    ("WAV2VEC2_XLSR_1B", "wav2vec2_xlsr_1b.torchaudio", "wav2vec2_xlsr_1b.pth", _XLSR128_DATA, None, _XLSR),
+    ("WAV2VEC2_XLSR_2B", "wav2vec2_xlsr_2b.torchaudio", "wav2vec2_xlsr_2b.pth", _XLSR128_DATA, None, _XLSR),
+    *[
+        (f"VOXPOPULI_ASR_BASE_10K_{lang.upper()}", f"wav2vec2_base.torchaudio_voxpopuli_asr_{lang}",
+         f"wav2vec2_voxpopuli_base_10k_asr_{lang}.pt", _VP10K, f"VoxPopuli {lang} ({hours} h)", _VOXPOPULI,
+         "CC-BY-NC-4.0")
+        for lang, hours in (("de", 282), ("en", 543), ("es", 166), ("fr", 211), ("it", 91))
+    ],
+    ("HUBERT_BASE", "hubert_base.torchaudio", "hubert_fairseq_base_ls960.pth", _LS960, None, _FAIRSEQ_HUBERT),
+    ("HUBERT_LARGE", "hubert_large.torchaudio", "hubert_fairseq_large_ll60k.pth", _LL60K, None, _FAIRSEQ_HUBERT),
+    ("HUBERT_XLARGE", "hubert_xlarge.torchaudio", "hubert_fairseq_xlarge_ll60k.pth", _LL60K, None, _FAIRSEQ_HUBERT),
+    ("HUBERT_ASR_LARGE", "hubert_large.torchaudio_asr_960h", "hubert_fairseq_large_ll60k_asr_ls960.pth", _LL60K,
+     _LS960, _FAIRSEQ_HUBERT),
+    ("HUBERT_ASR_XLARGE", "hubert_xlarge.torchaudio_asr_960h", "hubert_fairseq_xlarge_ll60k_asr_ls960.pth", _LL60K,
+     _LS960, _FAIRSEQ_HUBERT),
+    ("WAVLM_BASE", "wavlm_base.torchaudio", "wavlm_base.pth", _LS960, None, _WAVLM),
+    ("WAVLM_BASE_PLUS", "wavlm_base.torchaudio_plus", "wavlm_base_plus.pth", _WAVLM_PLUS_DATA, None, _WAVLM),
+    ("WAVLM_LARGE", "wavlm_large.torchaudio", "wavlm_large.pth", _WAVLM_PLUS_DATA, None, _WAVLM),
+)  # fmt: skip
+
+
+def _bundle_architectures(layer_norm: bool) -> list[str]:
+    """The architectures of torchaudio's bundles whose feature encoder is (not) layer-normalised, ``*.torchaudio*``."""
+    from .._registry import get_pretrained_cfg
+
+    archs = dict.fromkeys(b.name.split(".")[0] for b in TORCHAUDIO_BUNDLES.values())
+    return [
+        f"{a}.torchaudio*"
+        for a in archs
+        if get_pretrained_cfg(f"{a}.torchaudio").model_kwargs["do_normalize"] is layer_norm
+    ]
+
+
+def _is_torchaudio_cfg(cfg: PretrainedCfg) -> bool:
+    return cfg.tag == "torchaudio" or cfg.tag.startswith("torchaudio_")
+
+
+def torchaudio_cfgs(
+    architecture: str, num_params: int, paper: str, layer_norm_encoder: bool, **model_kwargs: Any
+) -> list[PretrainedCfg]:
+    """The registered configurations of ``architecture``'s torchaudio bundles.
+
+    ``layer_norm_encoder``: the architecture's feature encoder is layer-normalised, and torchaudio's bundles of it
+    normalise the waveform (``_normalize_waveform``), as fairseq trained them; the others take it unchanged.
+    """
+    cfgs = []
+    for b in TORCHAUDIO_BUNDLES.values():
+        arch, tag = b.name.split(".")
+        if arch != architecture:
+            continue
+        trained = f"self-supervised on {b.pretraining}" + (
+            f", CTC fine-tuned on {b.fine_tuning} (that head is not used)" if b.fine_tuning else ", not fine-tuned"
+        )
+        cfgs.append(
+            PretrainedCfg(
+                architecture=architecture,
+                tag=tag,
+                frontend=wav2vec2_frontend(),
+                num_classes=0,
+                task="multiclass",
+                label_names=(),
+                # Not downloaded by audiokit (yet): tests/test_registry.py asks a published result of every
+                # downloadable entry, and none is published for these encoders as embedders. The file is b.url.
+                url=None,
+                sha256=None,
+                filename=b.filename,
+                clip_seconds=None,
+                classifier="classifier",
+                license=b.license,
+                paper=paper,
+                source=f"{b.url} (torchaudio.pipelines.{b.bundle}; {trained}; original: {b.source})",
+                metrics={},
+                num_params=num_params,
+                model_kwargs={
+                    "classifier_proj_size": None,
+                    "use_weighted_layer_sum": False,
+                    "do_normalize": layer_norm_encoder,
+                    "normalize_eps": TORCHAUDIO_NORM_EPS,
+                    "masked_spec_embed": False,  # torchaudio's encoder has none
+                    **model_kwargs,
+                },
+                notes=(
+                    f"Pure embedder (num_classes 0) with torchaudio.pipelines.{b.bundle}'s weights: pass "
+                    f"checkpoint_path= the bundle's file {b.filename} ({b.url}; torchaudio keeps it in "
+                    "torch.hub's cache, <torch.hub.get_dir()>/checkpoints/). No hash is published. The waveform "
+                    + (
+                        "is normalised as torchaudio does (per clip here, variance floor 1e-5)"
+                        if layer_norm_encoder
+                        else "is not normalised, as torchaudio's bundle (do_normalize=True opts in)"
+                    )
+                    + "; embed_frames() is torchaudio's encoder output (the model's output without the CTC "
+                    "head), embed_frames(layer=k) its extract_features(...)[k - 1]"
+                    + (
+                        " for k < num_layers (the last is taken after the final LayerNorm of the pre-LN encoder)."
+                        if model_kwargs.get("do_stable_layer_norm", layer_norm_encoder)
+                        else "."
+                    )
+                ),
+            )
+        )
+    return cfgs
+
+
+# Parameter counts of the torchaudio bundles' encoders as built here (no masked_spec_embed; transformers 5.x, on the
+# meta device), equal to those of torchaudio 2.11's model built from each bundle's _params without its CTC head.
+_TA_PARAMS = {
+    "wav2vec2_base": 94_370_944,
+    "wav2vec2_large": 315_427_968,
+    "wav2vec2_large_lv60k": 315_437_696,
+    "wav2vec2_xlsr_1b": 962_496_128,
+    "wav2vec2_xlsr_2b": 2_159_257_728,
+}
+_XLSR_PAPER = (
+    "A. Conneau, A. Baevski, R. Collobert, A. Mohamed, M. Auli. Unsupervised Cross-lingual Representation Learning "
+    "for Speech Recognition. Interspeech 2021. arXiv:2006.13979; A. Babu et al. XLS-R: Self-supervised Cross-lingual "
+    "Speech Representation Learning at Scale. Interspeech 2022. arXiv:2111.09296"
+)
+_VOXPOPULI_PAPER = (
+    "C. Wang et al. VoxPopuli: A Large-Scale Multilingual Speech Corpus for Representation Learning, Semi-Supervised "
+    "Learning and Interpretation. ACL 2021. arXiv:2101.00390"
+)
+default_cfgs += [
+    cfg.replace(paper=_VOXPOPULI_PAPER) if "voxpopuli" in cfg.tag else cfg
+    for cfg in torchaudio_cfgs("wav2vec2_base", _TA_PARAMS["wav2vec2_base"], _PAPER, layer_norm_encoder=False)
+]
+default_cfgs += torchaudio_cfgs("wav2vec2_large", _TA_PARAMS["wav2vec2_large"], _PAPER, layer_norm_encoder=False)
+default_cfgs += [
+    cfg.replace(paper=_XLSR_PAPER) if "xlsr" in cfg.tag else cfg
+    for cfg in torchaudio_cfgs(
+        "wav2vec2_large_lv60k", _TA_PARAMS["wav2vec2_large_lv60k"], _PAPER, layer_norm_encoder=True
+    )
+]
+default_cfgs += torchaudio_cfgs("wav2vec2_xlsr_1b", _TA_PARAMS["wav2vec2_xlsr_1b"], _XLSR_PAPER, True)
+default_cfgs += torchaudio_cfgs("wav2vec2_xlsr_2b", _TA_PARAMS["wav2vec2_xlsr_2b"], _XLSR_PAPER, True)
 register_pretrained_cfgs(default_cfgs)
 
 
@@ -463,3 +798,103 @@ def wav2vec2_base(pretrained_cfg: PretrainedCfg, **kwargs: Any) -> Wav2Vec2Class
     """Wav2Vec2-Base: 7-conv feature encoder (stride 320, 400-sample receptive field) + 12 post-LN transformer layers
     (768 wide, 12 heads); 49 frames per second at 16 kHz."""
     return Wav2Vec2Classifier(pretrained_cfg, **kwargs)
+
+
+@register_model
+def wav2vec2_large(
+    pretrained_cfg: PretrainedCfg,
+    hidden_size: int = 1024,
+    num_layers: int = 24,
+    num_heads: int = 16,
+    intermediate_size: int = 4096,
+    **kwargs: Any,
+) -> Wav2Vec2Classifier:
+    """Wav2Vec2-Large (LibriSpeech): the base model's group-normalised feature encoder and post-LN transformer, 24
+    layers 1024 wide with 16 heads."""
+    return Wav2Vec2Classifier(
+        pretrained_cfg,
+        hidden_size=hidden_size,
+        num_layers=num_layers,
+        num_heads=num_heads,
+        intermediate_size=intermediate_size,
+        **kwargs,
+    )
+
+
+@register_model
+def wav2vec2_large_lv60k(
+    pretrained_cfg: PretrainedCfg,
+    hidden_size: int = 1024,
+    num_layers: int = 24,
+    num_heads: int = 16,
+    intermediate_size: int = 4096,
+    conv_bias: bool = True,
+    feat_extract_norm: str = "layer",
+    do_stable_layer_norm: bool = True,
+    **kwargs: Any,
+) -> Wav2Vec2Classifier:
+    """Wav2Vec2-Large as trained on Libri-Light and by XLSR-53 / XLS-R 300M: layer-normalised feature encoder with
+    biased convolutions and a pre-LN transformer (24 layers, 1024 wide, 16 heads)."""
+    return Wav2Vec2Classifier(
+        pretrained_cfg,
+        hidden_size=hidden_size,
+        num_layers=num_layers,
+        num_heads=num_heads,
+        intermediate_size=intermediate_size,
+        conv_bias=conv_bias,
+        feat_extract_norm=feat_extract_norm,
+        do_stable_layer_norm=do_stable_layer_norm,
+        **kwargs,
+    )
+
+
+@register_model
+def wav2vec2_xlsr_1b(
+    pretrained_cfg: PretrainedCfg,
+    hidden_size: int = 1280,
+    num_layers: int = 48,
+    num_heads: int = 16,
+    intermediate_size: int = 5120,
+    conv_bias: bool = True,
+    feat_extract_norm: str = "layer",
+    do_stable_layer_norm: bool = True,
+    **kwargs: Any,
+) -> Wav2Vec2Classifier:
+    """XLS-R 1B: wav2vec2_large_lv60k's layout with 48 layers 1280 wide (16 heads)."""
+    return Wav2Vec2Classifier(
+        pretrained_cfg,
+        hidden_size=hidden_size,
+        num_layers=num_layers,
+        num_heads=num_heads,
+        intermediate_size=intermediate_size,
+        conv_bias=conv_bias,
+        feat_extract_norm=feat_extract_norm,
+        do_stable_layer_norm=do_stable_layer_norm,
+        **kwargs,
+    )
+
+
+@register_model
+def wav2vec2_xlsr_2b(
+    pretrained_cfg: PretrainedCfg,
+    hidden_size: int = 1920,
+    num_layers: int = 48,
+    num_heads: int = 16,
+    intermediate_size: int = 7680,
+    conv_bias: bool = True,
+    feat_extract_norm: str = "layer",
+    do_stable_layer_norm: bool = True,
+    **kwargs: Any,
+) -> Wav2Vec2Classifier:
+    """XLS-R 2B: wav2vec2_large_lv60k's layout with 48 layers 1920 wide (16 heads)."""
+    return Wav2Vec2Classifier(
+        pretrained_cfg,
+        hidden_size=hidden_size,
+        num_layers=num_layers,
+        num_heads=num_heads,
+        intermediate_size=intermediate_size,
+        conv_bias=conv_bias,
+        feat_extract_norm=feat_extract_norm,
+        do_stable_layer_norm=do_stable_layer_norm,
+        **kwargs,
+    )

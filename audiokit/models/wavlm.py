@@ -11,7 +11,9 @@ sizes.
 
 Checkpoints: ``WavLMForSequenceClassification`` (``wavlm.*``, ``projector.*``, ``classifier.*``, ``layer_weights``),
 bare ``WavLMModel`` state dicts and ``WavLMForCTC`` ones (``lm_head.*`` dropped, logged), the positional-convolution
-weight norm in either naming, and our own ``save_pretrained`` layout.
+weight norm in either naming, our own ``save_pretrained`` layout, and torchaudio's WavLM bundle files
+(``torchaudio.pipelines.WAVLM_*``, registered as ``wavlm_*.torchaudio*``; their ``nn.MultiheadAttention`` stacks q, k
+and v in one ``in_proj``, split on load).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from torch import nn
 
 from .._pretrained import PretrainedCfg
 from .._registry import register_model, register_pretrained_cfgs
-from .wav2vec2 import Wav2Vec2Classifier, wav2vec2_frontend
+from .wav2vec2 import Wav2Vec2Classifier, torchaudio_cfgs, wav2vec2_frontend
 from .wav2vec2 import frontend_from_transformers as frontend_from_transformers
 from .wav2vec2 import model_kwargs_from_transformers as _wav2vec2_kwargs
 
@@ -123,6 +125,11 @@ default_cfgs: list[PretrainedCfg] = [
         ),
     ),
 ]
+# Encoders of torchaudio's bundles as built here (no masked_spec_embed), equal to torchaudio 2.11's count for each
+# bundle's _params without the CTC head (both measured on the meta device).
+_TA_PARAMS = {"wavlm_base": 94_381_168, "wavlm_large": 315_452_096}
+default_cfgs += torchaudio_cfgs("wavlm_base", _TA_PARAMS["wavlm_base"], _PAPER, layer_norm_encoder=False)
+default_cfgs += torchaudio_cfgs("wavlm_large", _TA_PARAMS["wavlm_large"], _PAPER, layer_norm_encoder=True)
 register_pretrained_cfgs(default_cfgs)
 
 
@@ -134,3 +141,28 @@ def wavlm_base(pretrained_cfg: PretrainedCfg, **kwargs: Any) -> WavLMClassifier:
     """WavLM-Base: wav2vec 2.0 Base's encoder (7 convolutions, stride 320; 12 post-LN layers, 768 wide, 12 heads)
     with gated relative position bias (320 buckets, distances up to 800 frames)."""
     return WavLMClassifier(pretrained_cfg, **kwargs)
+
+
+@register_model
+def wavlm_large(
+    pretrained_cfg: PretrainedCfg,
+    hidden_size: int = 1024,
+    num_layers: int = 24,
+    num_heads: int = 16,
+    intermediate_size: int = 4096,
+    feat_extract_norm: str = "layer",
+    do_stable_layer_norm: bool = True,
+    **kwargs: Any,
+) -> WavLMClassifier:
+    """WavLM-Large: layer-normalised feature encoder (unbiased convolutions) and a pre-LN
+    transformer, 24 layers 1024 wide with 16 heads."""
+    return WavLMClassifier(
+        pretrained_cfg,
+        hidden_size=hidden_size,
+        num_layers=num_layers,
+        num_heads=num_heads,
+        intermediate_size=intermediate_size,
+        feat_extract_norm=feat_extract_norm,
+        do_stable_layer_norm=do_stable_layer_norm,
+        **kwargs,
+    )
