@@ -183,9 +183,12 @@ def test_set_labels_recomputes_the_head_and_round_trips(clap_dir, pipe, tmp_path
                                [ranked[x] for x in LABELS], atol=1e-5, rtol=0)  # fmt: skip
     net.save_pretrained(tmp_path / "saved")
     again = ak.create_model(f"local-dir:{tmp_path / 'saved'}").eval()
-    assert again.label_names == tuple(LABELS)
+    assert again.label_names == tuple(LABELS) and again.tokenizer_dir == str((tmp_path / "saved/tokenizer").resolve())
     with torch.no_grad():
         assert torch.equal(again(torch.from_numpy(wave)[None]), net(torch.from_numpy(wave)[None]))
+    again.set_labels(other)  # with the tokenizer saved beside it
+    np.testing.assert_allclose(again.predict_proba(torch.from_numpy(wave)[None])[0].numpy(),
+                               _pipeline_scores(pipe, wave, other), atol=1e-5, rtol=0)  # fmt: skip
 
 
 def test_family_name_with_the_directory_and_processor_layout(tmp_path, pipe, clap_dir):
@@ -214,6 +217,15 @@ def test_tag_windows_long_files_as_the_pipeline_scores_each_window(clap_dir, pip
         piece = waves["long.wav"][round(window["start"] * RATE) : round(window["end"] * RATE)]
         got = {x["label"]: x["score"] for x in window["labels"]}
         np.testing.assert_allclose([got[x] for x in LABELS], _pipeline_scores(pipe, piece), atol=1e-5)
+
+
+def test_embed_gives_the_audio_features(clap_dir, hf_parts, tmp_path):
+    wave = _clip(3.0, seed=1)
+    sf.write(tmp_path / "clip.wav", wave, RATE, subtype="FLOAT")
+    result = ak.embed(tmp_path / "clip.wav", f"local-dir:{clap_dir}", num_workers=0, device="cpu")
+    _, expected = _transformers_outputs(hf_parts, wave)
+    assert result.vectors.shape == (1, 24)
+    np.testing.assert_allclose(result.vectors[0], expected.numpy(), atol=1e-5, rtol=0)
 
 
 def test_cli_tag_with_labels(clap_dir, pipe, tmp_path, capsys):

@@ -368,6 +368,17 @@ class CLAP(AudioClassifier):
         super().reset_classifier(num_classes, label_names, head)
         self.model_kwargs["text_head"] = False
 
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """audiokit's ``config.json`` + ``model.safetensors`` (the labels' head included), and the tokenizer in
+        ``tokenizer/``, which the saved config then names (by absolute path: set_labels on the reloaded model needs
+        it there). A subdirectory, because transformers' tokenizer loading reads any ``config.json`` beside it."""
+        directory = Path(directory)
+        if self.tokenizer_dir is not None:
+            target = directory / "tokenizer"
+            self.tokenizer().save_pretrained(str(target))
+            self.tokenizer_dir = self.model_kwargs["tokenizer_dir"] = str(target.resolve())
+        return super().save_pretrained(directory)
+
 
 def check_labels(labels: Any) -> tuple[str, ...]:
     """Label texts as a tuple: a non-empty sequence of distinct, non-blank strings."""
@@ -502,6 +513,7 @@ default_cfgs: list[PretrainedCfg] = [
         frontend=clap_frontend(),
         num_classes=0,
         task="multiclass",
+        label_names=(),  # the labels are texts given at run time
         url=None,
         hf_hub_id="laion/clap-htsat-unfused",
         clip_seconds=10.0,
