@@ -462,7 +462,8 @@ def export_transformers(
     tolerance: float = 1e-4,
 ) -> Path:
     """Write ``model`` as a transformers directory at ``path`` (config.json, model.safetensors,
-    preprocessor_config.json), checked by loading it back before it is renamed into place. Returns the directory."""
+    preprocessor_config.json), checked by loading it back before it is renamed into place. Returns the directory's
+    path as given (a symlink to a directory is followed: the directory it leads to is replaced)."""
     import transformers
 
     target = check_destination(path, overwrite)
@@ -495,4 +496,4 @@ def export_transformers(
         "%s -> %s (%s): largest difference from audiokit %.3g through transformers, %.3g through local-dir:",
         name, target, plan.hf_class, worst_hf, worst_ak,
     )  # fmt: skip
-    return target
+    return Path(os.fspath(path)).expanduser()  # as given, like the other formats' paths
