@@ -332,11 +332,17 @@ def create_model(
         model = _build(_resolve_named_directory(model_name, kwargs))
         if num_classes is not None and num_classes != model.num_classes:
             model.reset_classifier(num_classes, label_names)
+        elif label_names is not None and hasattr(model, "set_labels"):
+            model.set_labels(label_names)  # a zero-shot model's classifier is made from label texts (CLAP)
         return model
 
     registered = get_pretrained_cfg(resolve_model_name(model_name))
     source = _resolve_registered(registered, checkpoint_path, pretrained, progress, kwargs)
     cfg = source.cfg
+    if label_names is not None and num_classes is None and takes_label_texts(cfg.architecture):
+        model = _build(source)
+        model.set_labels(label_names)  # a zero-shot model's classifier is made from label texts (CLAP)
+        return model
     new_head = num_classes is not None and num_classes != cfg.num_classes
     if new_head:
         cfg = cfg.replace(num_classes=num_classes, label_set=None, label_names=None)
@@ -347,6 +353,11 @@ def create_model(
         cfg = cfg.replace(label_names=tuple(label_names), label_set=None)
     source.cfg = cfg
     return _build(source, allow_new_classifier=new_head)
+
+
+def takes_label_texts(architecture: str) -> bool:
+    """Whether the architecture makes its classifier from label texts (``set_labels``: CLAP)."""
+    return hasattr(typing.get_type_hints(model_entrypoint(architecture)).get("return"), "set_labels")
 
 
 @dataclasses.dataclass
@@ -557,10 +568,15 @@ def _check_audiokit_config(
     architecture = config["architecture"]
     if not isinstance(architecture, str):
         raise _config_error(path, f"architecture must be a string, got {architecture!r}")
-    resolve_model_name(architecture)  # clear error for an architecture this version does not know
+    from .models import hf_auto
+
+    if architecture == hf_auto.ARCHITECTURE:  # registered without a pretrained cfg: each model is its directory's
+        classifier = hf_auto.CLASSIFIER
+    else:
+        resolve_model_name(architecture)  # clear error for an architecture this version does not know
+        classifier = get_pretrained_cfg(architecture).classifier
     if cfg.architecture != architecture:
         raise _config_error(path, f"pretrained_cfg.architecture {cfg.architecture!r} is not {architecture!r}")
-    classifier = get_pretrained_cfg(architecture).classifier
     if cfg.classifier != classifier:
         raise _config_error(path, f"pretrained_cfg.classifier {cfg.classifier!r}: {architecture}'s is {classifier!r}")
     if not isinstance(config.get("model_kwargs", {}), dict):
@@ -594,6 +610,21 @@ def transformers_families() -> dict[str, str]:
         if isinstance(module, types.ModuleType) and isinstance(model_type, str):
             families[model_type] = module.__name__.rsplit(".", 1)[1]
     return families
+
+
+def transformers_paths_note() -> str:
+    """Which path a transformers directory (``local-dir:``, ``hf-hub:``) takes, by its config's ``model_type``
+    (what ``audiokit models`` says beside the registered names, which are all native). Importing transformers for
+    its exact list of audio-classification model types would take seconds, so the generic ones are examples."""
+    from .models import hf_auto
+
+    return (
+        "Registered names are built by audiokit's own code (native). Transformers directories (local-dir:DIR, "
+        f"hf-hub:ORG/NAME[@REVISION]) of model_type {', '.join(sorted(transformers_families()))} are built natively "
+        "too; any other model_type transformers' AutoModelForAudioClassification knows (whisper, data2vec-audio, "
+        "sew, sew-d, unispeech, unispeech-sat, wav2vec2-bert, wav2vec2-conformer, ...) runs through the generic "
+        f"adapter {hf_auto.ARCHITECTURE} (transformers' own model and feature extractor)."
+    )
 
 
 TRANSFORMERS_EXTRACTOR_NAMES = ("preprocessor_config.json", "feature_extractor_config.json")
@@ -707,10 +738,13 @@ def _resolve_transformers_dir(
     native = transformers_families()
     family_name = native.get(model_type) if isinstance(model_type, str) else None
     if family_name is None:
-        raise ValueError(
-            f"{config_path}: {what} has no native audiokit path (native: model_type "
-            f"{', '.join(sorted(native))})"
-        )
+        if registered is not None:
+            raise ValueError(
+                f"{config_path} is a {what} directory, which no audiokit family builds natively, not one of "
+                f"{registered.name} (family {get_model_family(registered.architecture)}); load it with "
+                f"create_model('local-dir:{directory}') (the generic transformers path)"
+            )
+        return _resolve_generic_transformers_dir(directory, config, kwargs, what)
     if registered is not None:
         wanted = get_model_family(registered.architecture)
         if wanted != family_name:
@@ -737,9 +771,8 @@ def _resolve_transformers_dir(
         raise ValueError(f"{config_path}: {_one_line(err)}") from None
     num_classes, task, labels, activation = _transformers_head(config_path, hf_config, with_head)
 
-    extractor_path = next((directory / n for n in TRANSFORMERS_EXTRACTOR_NAMES if (directory / n).is_file()), None)
+    extractor_path, extractor = _transformers_extractor(directory)
     if extractor_path is not None:
-        extractor = _read_json_object(extractor_path, "feature extractor config")
         declared = extractor.get("feature_extractor_type")
         if declared is not None and declared != family.HF_EXTRACTOR:
             raise ValueError(f"{extractor_path}: a {declared!r}, not the {family.HF_EXTRACTOR} of {what}")
@@ -763,6 +796,9 @@ def _resolve_transformers_dir(
             "(create_model('<name>', checkpoint_path=...)) to take that variant's"
         )
 
+    directory_kwargs = getattr(family, "kwargs_from_transformers_dir", None)
+    if directory_kwargs is not None:  # what else the family reads from the directory (CLAP: its tokenizer)
+        extractor_kwargs = {**extractor_kwargs, **directory_kwargs(directory)}
     built = {**model_kwargs, **extractor_kwargs}
     conflicts = [
         f"{k}={v!r} (the directory's is {built[k]!r})"
@@ -809,6 +845,75 @@ def _resolve_transformers_dir(
             notes=f"built from the transformers {what} in {directory}",
         )
     return _Source(cfg, built, weights, output_activation=activation, config_path=config_path)
+
+
+def _resolve_generic_transformers_dir(
+    directory: Path, config: dict[str, Any], kwargs: dict[str, Any], what: str
+) -> _Source:
+    """A transformers directory of a model_type without a native family -> the generic adapter
+    (``models/hf_auto.py``): transformers' own model and feature extractor, parsed from the directory's files."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_AUDIO_CLASSIFICATION_MAPPING_NAMES
+
+    from .models import hf_auto
+
+    config_path = directory / CONFIG_NAME
+    try:
+        hf_config = hf_auto.parse_transformers_config(config)
+    except Exception as err:  # transformers' own validation, or what the adapter refuses
+        raise ValueError(f"{config_path}: {what}: {_one_line(err)}") from None
+    expected = MODEL_FOR_AUDIO_CLASSIFICATION_MAPPING_NAMES[hf_config.model_type]
+    architectures = config.get("architectures") or [expected]
+    if architectures[0] != expected:
+        raise ValueError(
+            f"{config_path}: {architectures[0]} is no audio-classification model; audiokit's generic transformers "
+            f"path builds {expected} (AutoModelForAudioClassification) for model_type {hf_config.model_type!r}"
+        )
+    extractor_path = next((directory / n for n in TRANSFORMERS_EXTRACTOR_NAMES if (directory / n).is_file()), None)
+    if extractor_path is None:
+        raise FileNotFoundError(
+            f"{directory}: no {' or '.join(TRANSFORMERS_EXTRACTOR_NAMES)}, so the input preprocessing of {what} is "
+            "unknown; save its feature extractor into the directory"
+        )
+    extractor = _read_json_object(extractor_path, "feature extractor config")
+    try:
+        fe = hf_auto.parse_extractor(extractor, hf_config.model_type)
+    except Exception as err:
+        raise ValueError(f"{extractor_path}: {_one_line(err)}") from None
+    num_classes, task, labels, activation = _transformers_head(config_path, hf_config, True)
+    built = {"hf_config": config, "extractor": extractor, **kwargs}
+    fixed = hf_auto.fixed_input_samples(fe)
+    cfg = PretrainedCfg(
+        architecture=hf_auto.ARCHITECTURE,
+        tag="transformers",
+        frontend=hf_auto.frontend_cfg(fe),
+        num_classes=num_classes,
+        task=task,
+        label_names=labels,
+        classifier=hf_auto.CLASSIFIER,
+        clip_seconds=fixed / fe.sampling_rate if fixed else None,
+        source=str(directory),
+        model_kwargs=built,
+        notes=(
+            f"built from the transformers {what} in {directory} by the generic path ({expected} + "
+            f"{type(fe).__name__}, run as transformers runs them)"
+        ),
+    )
+    weights = resolve_checkpoint_path(directory)
+    return _Source(cfg, built, weights, output_activation=activation, config_path=config_path)
+
+
+def _transformers_extractor(directory: Path) -> tuple[Path | None, dict[str, Any]]:
+    """The feature extractor's saved settings and their file: its own, or the ``feature_extractor`` entry of the
+    ``processor_config.json`` that transformers 5 writes for a processor; (None, {}) when there is neither."""
+    path = next((directory / n for n in TRANSFORMERS_EXTRACTOR_NAMES if (directory / n).is_file()), None)
+    if path is not None:
+        return path, _read_json_object(path, "feature extractor config")
+    path = directory / "processor_config.json"
+    if path.is_file():
+        extractor = _read_json_object(path, "processor config").get("feature_extractor")
+        if isinstance(extractor, dict):
+            return path, extractor
+    return None, {}
 
 
 def _weight_names(weights: Path) -> list[str]:
