@@ -3,9 +3,10 @@ native audiokit family, behind the AudioClassifier contract.
 
 The reference is transformers itself on the same directory: its feature extractor + model (``from_pretrained``),
 one clip at a time as its audio-classification pipeline runs them, and the extractor's own padding for clips of
-different lengths. Tiny random models of three architectures: Whisper's encoder (log-mel features, fixed 1 s input
-here), Data2VecAudio (raw samples, attention mask, layer-normed feature encoder) and SEW (weight-normed positional
-convolution, group-normed feature encoder, no attention mask).
+different lengths. Tiny random models of four architectures: Whisper's encoder (log-mel features, fixed 1 s input
+here), Data2VecAudio (raw samples, attention mask, layer-normed feature encoder), SEW (weight-normed positional
+convolution, group-normed feature encoder, no attention mask) and Wav2Vec2-BERT (SeamlessM4T filterbank features
+with an attention mask).
 """
 
 from __future__ import annotations
@@ -78,7 +79,18 @@ def _sew(path):
     return model, Wav2Vec2FeatureExtractor(return_attention_mask=False, do_normalize=False)
 
 
-BUILDERS = {"whisper": _whisper, "data2vec": _data2vec, "sew": _sew}
+def _w2v_bert(path):
+    from transformers import SeamlessM4TFeatureExtractor, Wav2Vec2BertConfig, Wav2Vec2BertForSequenceClassification
+
+    config = Wav2Vec2BertConfig(
+        **_ENCODER, feature_projection_input_dim=160, conv_depthwise_kernel_size=3, classifier_proj_size=24,
+        mask_time_prob=0.0, id2label=dict(enumerate(LABELS)),
+    )  # fmt: skip
+    model = Wav2Vec2BertForSequenceClassification(config)
+    return model, SeamlessM4TFeatureExtractor(feature_size=80, stride=2)  # 160 = 80 mel bins x stride 2
+
+
+BUILDERS = {"whisper": _whisper, "data2vec": _data2vec, "sew": _sew, "w2v_bert": _w2v_bert}
 
 
 @pytest.fixture(scope="module")
@@ -168,15 +180,15 @@ def test_embed_is_what_transformers_feeds_its_classifier(directories, name):
     torch.testing.assert_close(embedding, torch.cat(seen), atol=1e-4, rtol=0)
 
 
-@pytest.mark.parametrize("name", ["whisper", "data2vec"])
+@pytest.mark.parametrize("name", ["whisper", "data2vec", "w2v_bert"])
 def test_clips_of_different_lengths_are_padded_as_the_extractor_pads_them(directories, name):
     fe, reference = _transformers(directories[name])
     model = ak.create_model(f"local-dir:{directories[name]}").eval()
     gen = torch.Generator().manual_seed(3)
     clips = [0.5 * torch.randn(8000, generator=gen), 0.3 * torch.randn(5200, generator=gen)]
-    padding = {"padding": True} if name == "data2vec" else {}  # Whisper's extractor pads to its 1 s itself
+    padding = {} if name == "whisper" else {"padding": True}  # Whisper's extractor pads to its 1 s itself
     inputs = fe([c.numpy() for c in clips], sampling_rate=16000, return_tensors="pt", **padding)
-    assert ("attention_mask" in inputs) == (name == "data2vec")
+    assert ("attention_mask" in inputs) == (name != "whisper")
     with torch.no_grad():
         expected = reference(**inputs).logits
         torch.testing.assert_close(model(clips), expected, atol=1e-4, rtol=0)
@@ -337,3 +349,27 @@ def test_loading_logs_nothing_alarming(directories, caplog):
     with caplog.at_level(logging.WARNING, logger="audiokit"):
         ak.create_model(f"local-dir:{directories['sew']}")
     assert not caplog.records, caplog.text
+
+
+def test_finetune_yaml_takes_a_hub_name_of_a_generic_model(directories, tmp_path, monkeypatch, capsys):
+    import yaml
+    from huggingface_hub import constants
+
+    from audiokit.cli import main
+    from tests.conftest import base_config, write_manifest
+    from tests.test_hf_hub import _publish
+
+    cache = tmp_path / "hub"
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    _publish(cache, "audiokit-test/data2vec-tiny-cls", directories["data2vec"], "4" * 40)
+    manifest = write_manifest(tmp_path, classes=2, per_class=4, seconds=0.5)
+    config = base_config(tmp_path, manifest, epochs=1, batch_size=2)
+    config["model"] = {"name": "hf-hub:audiokit-test/data2vec-tiny-cls", "pretrained": True}
+    config["data"]["clip_seconds"] = 0.5
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
+    assert main(["finetune", str(tmp_path / "c.yaml"), "--quiet"]) == 0, capsys.readouterr().err
+    best = tmp_path / "runs" / "run" / "holdout" / "best"
+    model = ak.create_model(f"local-dir:{best}")
+    assert isinstance(model, TransformersAudioClassifier) and model.label_names == ("class0", "class1")
+    assert model.task == "multiclass"
