@@ -267,3 +267,24 @@ def test_registered_bundles_agree_with_installed_torchaudio(bundle):
     assert ours.do_stable_layer_norm is params["encoder_layer_norm_first"]
     assert ours.conv_bias is params["extractor_conv_bias"]
     assert ours.feat_extract_norm == {"group_norm": "group", "layer_norm": "layer"}[params["extractor_mode"]]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "name, factory, normalize",
+    [("wav2vec2_base.torchaudio", "wav2vec2_base", False), ("hubert_large.torchaudio", "hubert_large", True)],
+)
+def test_full_size_bundle_layout_matches_torchaudio(tmp_path, name, factory, normalize):
+    """The released sizes (random weights, torchaudio's own factories), 1 s of noise."""
+    torch.manual_seed(0)
+    ta = getattr(torchaudio.models, factory)().eval()
+    path = _save(tmp_path, _weight_g_v(ta))
+    model = ak.create_model(name, checkpoint_path=path).eval()
+    wave = 0.1 * torch.randn(1, 16000, generator=torch.Generator().manual_seed(3))
+    layers, output = _torchaudio_reference(ta, wave, normalize)
+    with torch.no_grad():
+        ours = model.hidden_states(model.prepare_waveform(wave))[1:]
+        features = model.forward_features(model.prepare_waveform(wave))
+    assert model.do_normalize is normalize and len(ours) == len(layers)
+    worst = max((a - b).abs().max().item() for a, b in zip(ours, layers))
+    assert worst <= TOL and (features - output).abs().max() <= TOL
