@@ -540,7 +540,11 @@ def resolve_weights(
             )
         logger.warning(
             "Cached %s is corrupt (%s %s, expected %s, %s); downloading again.",
-            path, algorithm, actual, expected_hex, kind,
+            path,
+            algorithm,
+            actual,
+            expected_hex,
+            kind,
         )
         _unlink_quietly(path)
 

@@ -262,9 +262,7 @@ def load_audio(
     if sample_rate is not None and rate != sample_rate:
         data = resample(data, rate, sample_rate)
         if data.shape[0] == 0:
-            raise AudioLoadError(
-                path, f"is too short: {frames} sample(s) at {rate} Hz leave none at {sample_rate} Hz"
-            )
+            raise AudioLoadError(path, f"is too short: {frames} sample(s) at {rate} Hz leave none at {sample_rate} Hz")
     data = np.ascontiguousarray(data if mono else data.T, dtype=np.float32)
     return torch.from_numpy(data)
 

@@ -2,7 +2,9 @@
 
 from . import ast as ast
 from . import bcresnet as bcresnet
+from . import clap as clap
 from . import efficientat as efficientat
+from . import hf_auto as hf_auto
 from . import htsat as htsat
 from . import hubert as hubert
 from . import panns as panns

@@ -324,10 +324,10 @@ def _check_run_name(name: str | None) -> None:
 
 
 def _check_model_name(name: str) -> None:
-    from .._builder import LOCAL_DIR_PREFIX
+    from .._builder import is_directory_name
     from .._registry import UnknownModelError, resolve_model_name
 
-    if name.startswith(LOCAL_DIR_PREFIX):  # a directory: checked when the model is built, before the run starts
+    if is_directory_name(name):  # local-dir:/hf-hub:, checked when the model is built, before the run starts
         return
     try:
         resolve_model_name(name)
