@@ -53,6 +53,10 @@ SSAST_VARIANTS = [name for name in ALL_MODELS if name.startswith("ssast_") and n
 # output, so that predict_proba and tag report it), which no Linear of the clip embedding gives: the contract runs in
 # tests/test_sat.py with that identity on small configurations; here every variant is checked for its size and grid.
 SAT_VARIANTS = [name for name in ALL_MODELS if name.startswith("sat_")]
+# torchaudio's bundles: the Wav2Vec2 / HuBERT / WavLM modules the contract runs on under their Hugging Face names,
+# at up to 2.2e9 parameters (XLS-R 2B); tests/test_torchaudio_bundles.py checks each one's size and layout against
+# torchaudio's own model on the meta device and the family's numerics against torchaudio on small configurations.
+TORCHAUDIO_BUNDLES = [name for name in ALL_MODELS if name.split(".")[1].startswith("torchaudio")]
 CONTRACT_SWEEP = [
     param
     for param in SWEEP
@@ -60,6 +64,7 @@ CONTRACT_SWEEP = [
     and param.values[0] not in PASST_VARIANTS
     and param.values[0] not in SSAST_VARIANTS
     and param.values[0] not in SAT_VARIANTS
+    and param.values[0] not in TORCHAUDIO_BUNDLES
 ]
 AST_VARIANT_SWEEP = [param for param in SWEEP if param.values[0].split(".")[0] in AST_STRIDE_VARIANTS]
 # input_tdim (frames the grid was made for) and stride of each release, from the PaSST repository's default_cfgs.
@@ -114,11 +119,12 @@ def test_contract(name, tmp_path):
         outputs = cfg.num_classes or model.num_features  # a pure embedder (0 classes) returns its embedding
         assert logits.shape == (2, outputs) and embedding.shape == (2, model.num_features)
         assert torch.isfinite(logits).all()
-        if cfg.architecture == "htsat":
+        if cfg.architecture in ("htsat", "panns_cnn14_decisionlevelmax"):
             # HTS-AT's classifier (tscam_conv) is a convolution over the token map that sees its two frequency rows
-            # apart and zero-pads the first and last frame, so its clip logits are no function of the pooled
-            # embedding: the contract is that the head turns the backbone output into the logits and, before the
-            # classifier, into the embedding.
+            # apart and zero-pads the first and last frame, and Cnn14_DecisionLevelMax classifies every segment
+            # before its maximum over time, so their clip logits are no function of the pooled embedding: the
+            # contract is that the head turns the backbone output into the logits and, before the classifier, into
+            # the embedding.
             with torch.no_grad():
                 features = model.forward_features(model.prepare_waveform(wave))
             torch.testing.assert_close(model.forward_head(features), logits)

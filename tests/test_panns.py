@@ -34,6 +34,7 @@ PUBLISHED_PARAMS = {
     "panns_cnn14_16k": 80_753_615,
     "panns_mobilenetv1": 4_796_303,
     "panns_wavegram_logmel_cnn14": 81_065_487,
+    "panns_cnn14_decisionlevelmax": 80_753_615,  # Cnn14's layout; fc1 and fc_audioset are applied per segment
 }
 # sample_rate -> (n_fft, hop, f_max); every model uses 64 mel bins from 50 Hz.
 FRONTENDS = {32000: (1024, 320, 14000.0), 16000: (512, 160, 8000.0)}
@@ -43,6 +44,7 @@ CNN_WIDTHS = {
     "panns_cnn10": (64, 128, 256, 512),
     "panns_cnn14": (64, 128, 256, 512, 1024, 2048),
     "panns_cnn14_16k": (64, 128, 256, 512, 1024, 2048),
+    "panns_cnn14_decisionlevelmax": (64, 128, 256, 512, 1024, 2048),
 }
 MOBILENET_PLAN = [(32, 64, 1), (64, 128, 2), (128, 128, 1), (128, 256, 2), (256, 256, 1), (256, 512, 2)]
 MOBILENET_PLAN += [(512, 512, 1)] * 5 + [(512, 1024, 2), (1024, 1024, 1)]

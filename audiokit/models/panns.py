@@ -1,7 +1,8 @@
 """PANNs: large-scale pretrained audio neural networks (Kong et al., 2020), loaded from the original checkpoints.
 
-Architectures: Cnn6, Cnn10, Cnn14 (also the 16 kHz Cnn14), MobileNetV1 and Wavegram-Logmel-Cnn14, all trained on
-AudioSet (527 classes, multi-label). Module attribute names equal the original ones, so a checkpoint's keys map onto
+Architectures: Cnn6, Cnn10, Cnn14 (also the 16 kHz Cnn14), MobileNetV1, Wavegram-Logmel-Cnn14 and the sound event
+detection model Cnn14_DecisionLevelMax (:class:`Cnn14DecisionLevelMax`, frame-level outputs), all trained on AudioSet
+(527 classes, multi-label). Module attribute names equal the original ones, so a checkpoint's keys map onto
 ours one to one; only the three frozen frontend tensors are renamed (see :func:`checkpoint_filter_fn`).
 
 Data flow (every family member):
@@ -22,7 +23,7 @@ Dropout (0.2 after each conv block, 0.5 before ``fc1``) is active only in traini
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -32,7 +33,12 @@ from .._pretrained import FrontendCfg, PretrainedCfg
 from .._registry import register_model, register_pretrained_cfgs
 from ._base import AudioClassifier
 
-__all__ = ["Cnn6", "Cnn10", "Cnn14", "MobileNetV1", "WavegramLogmelCnn14", "checkpoint_filter_fn"]
+if TYPE_CHECKING:
+    from .htsat import FramePredictions
+
+__all__ = [
+    "Cnn6", "Cnn10", "Cnn14", "Cnn14DecisionLevelMax", "MobileNetV1", "WavegramLogmelCnn14", "checkpoint_filter_fn",
+]  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -251,6 +257,125 @@ class Cnn14(_CnnStack):
         super().__init__(pretrained_cfg, ConvBlock, widths, ((2, 2),) * 5 + ((1, 1),), **kwargs)
 
 
+class Cnn14DecisionLevelMax(_CnnStack):
+    """PANNs' sound event detection model (``Cnn14_DecisionLevelMax``): the Cnn14 body, classified frame by frame.
+
+    After the last block and the mean over frequency, each of the ``T' = frames // 32`` time steps ("segments", 32 STFT
+    hops = 0.32 s at 32 kHz) is smoothed by ``max_pool1d(3, 1, 1) + avg_pool1d(3, 1, 1)`` over time (the average
+    counts the zero padding, as upstream's does), passed through ``relu(fc1)`` and ``fc_audioset``: segment logits
+    ``(B, T', C)``. Upstream's clip output is the maximum over segments of their sigmoids; since the sigmoid is
+    monotonic that is the sigmoid of the maximum segment logit, so ``forward`` returns the per-class maximum of the
+    segment logits and ``predict_proba`` gives upstream's ``clipwise_output``.
+
+    - ``forward_frames``: segment logits ``(B, T', C)``; ``predict_frames``: their probabilities with
+      ``frame_times`` (:class:`~audiokit.models.htsat.FramePredictions`, as HTS-AT's);
+      ``framewise_output``: upstream's ``framewise_output`` ``(B, frames, C)``, each segment repeated 32 times and the
+      last one repeated up to the STFT frame count (1001 for 10 s).
+    - ``embed`` / ``forward_pre_logits``: the per-class decision is a maximum over segments, which no Linear of one
+      clip vector reproduces, so the embedding is the maximum over segments of the ``relu(fc1)`` segment embeddings
+      (``embed_frames`` gives them per segment, ``(B, T', 2048)``); ``forward_head`` turns the backbone output into
+      the logits through the segments. After ``reset_classifier(n)`` the new Linear is applied per segment the same
+      way; an MLP head (``head=HeadConfig(...)``) or a pure embedder works on the clip embedding.
+
+    Dropout: 0.2 after every block, 0.5 before and after ``fc1`` (training mode only), as upstream. ``widths`` are
+    Cnn14's; other widths build the same network at another size (the tests use a narrow one).
+    """
+
+    def __init__(self, pretrained_cfg: PretrainedCfg, widths: tuple[int, ...] = (64, 128, 256, 512, 1024, 2048),
+                 **kwargs: Any):  # fmt: skip
+        widths = tuple(int(w) for w in widths)
+        if len(widths) != 6:
+            raise ValueError(f"Cnn14DecisionLevelMax has 6 blocks, got {len(widths)} widths")
+        super().__init__(pretrained_cfg, ConvBlock, widths, ((2, 2),) * 5 + ((1, 1),), **kwargs)
+
+    @property
+    def segment_frames(self) -> int:
+        """STFT frames per output segment (32: the five 2x2 poolings), upstream's ``interpolate_ratio``."""
+        return 2**self.time_pools
+
+    def _segment_embeddings(self, features: torch.Tensor) -> torch.Tensor:
+        x = features.mean(dim=3)  # (B, C, T')
+        x = F.max_pool1d(x, kernel_size=3, stride=1, padding=1) + F.avg_pool1d(x, kernel_size=3, stride=1, padding=1)
+        x = F.dropout(x, p=self.drop_rate, training=self.training)
+        x = F.relu(self.fc1(x.transpose(1, 2)))
+        return F.dropout(x, p=self.drop_rate, training=self.training)  # (B, T', num_features)
+
+    def forward_pre_logits(self, features: torch.Tensor) -> torch.Tensor:
+        """``(B, C, T', F')`` -> clip embedding ``(B, num_features)``: the maximum of the segment embeddings."""
+        return self._segment_embeddings(features).amax(dim=1)
+
+    def _segment_classifier(self) -> nn.Linear | None:
+        classifier = self.get_classifier()
+        return classifier if isinstance(classifier, nn.Linear) else None
+
+    def forward_head(self, features: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Backbone output -> clip logits (the per-class maximum of the segment logits), or the embedding with
+        ``pre_logits``; an MLP head or a pure embedder works on the clip embedding instead."""
+        classifier = self._segment_classifier()
+        if pre_logits or classifier is None:
+            embedding = self.forward_pre_logits(features)
+            return embedding if pre_logits else self.get_classifier()(embedding)
+        return classifier(self._segment_embeddings(features)).amax(dim=1)
+
+    def forward_frames(self, waveform: torch.Tensor) -> torch.Tensor:
+        """``(B, T)`` -> segment logits ``(B, T', num_classes)``, ``T' = frames // 32``."""
+        classifier = self._segment_classifier()
+        if classifier is None:
+            raise ValueError(
+                "frame-level outputs need a Linear classifier applied per segment; this model's classifier is "
+                f"{type(self.get_classifier()).__name__} (a pure embedder or an MLP head on the clip embedding)"
+            )
+        return classifier(self._segment_embeddings(self.forward_features(self.prepare_waveform(waveform))))
+
+    @torch.no_grad()
+    def predict_frames(self, waveform: torch.Tensor) -> FramePredictions:
+        """Segment probabilities ``(B, T', num_classes)`` (upstream's ``segmentwise_output``) with their
+        ``frame_times``."""
+        from .htsat import FramePredictions  # here, not at the top: htsat imports this module
+
+        probabilities = self.activate(self.forward_frames(waveform))
+        return FramePredictions(probabilities, self.frame_times(waveform.shape[-1]))
+
+    @torch.no_grad()
+    def framewise_output(self, waveform: torch.Tensor) -> torch.Tensor:
+        """Upstream's ``framewise_output`` ``(B, frames, num_classes)``: every segment's probabilities repeated for
+        its 32 STFT frames, the last segment's also for the frames the pooling dropped."""
+        frames = self.frontend_cfg.num_frames(self.prepare_waveform(waveform).shape[-1])
+        segments = self.activate(self.forward_frames(waveform))
+        repeated = segments.repeat_interleave(self.segment_frames, dim=1)
+        tail = repeated[:, -1:].expand(-1, frames - repeated.shape[1], -1)
+        return torch.cat([repeated, tail], dim=1)
+
+    @torch.no_grad()
+    def embed_frames(self, waveform: torch.Tensor, layer: int | None = None) -> torch.Tensor:
+        """Segment embeddings ``(B, T', num_features)`` (``relu(fc1)`` of each segment; their maximum is ``embed``)."""
+        if layer is not None:
+            raise ValueError("Cnn14_DecisionLevelMax's frame embeddings are fc1's (layer must be None)")
+        return self._segment_embeddings(self.forward_features(self.prepare_waveform(waveform)))
+
+    def frame_times(self, num_samples: int) -> torch.Tensor:
+        """``(T', 2)`` start and end in seconds (float64) of each segment for a clip of ``num_samples``.
+
+        STFT frame ``f`` is centred at ``f * hop`` samples; segment ``i`` takes frames ``32 i .. 32 i + 31`` and is
+        given the times of frames ``32 i`` and ``32 (i + 1)``. The last segment also stands for the frames after the
+        last full 32 (upstream pads its framewise output with it), so it ends at the clip's end: a 10 s clip gives
+        31 segments of 0.32 s, the last one 9.6 s to 10 s. Input shorter than ``min_samples`` is zero-padded
+        before the forward, and its times are those of the padded clip.
+        """
+        fe = self.frontend_cfg
+        n = max(int(num_samples), self.min_samples)
+        count = fe.num_frames(n) // self.segment_frames
+        step = self.segment_frames * fe.hop_length / fe.sample_rate
+        edges = torch.arange(count + 1, dtype=torch.float64) * step
+        edges[-1] = max(float(edges[-1]), n / fe.sample_rate)
+        return torch.stack([edges[:-1], edges[1:]], dim=1)
+
+    @property
+    def frame_hop_seconds(self) -> float:
+        """Seconds between segment starts: 32 hops, 0.32 s at 32 kHz."""
+        return self.segment_frames * self.frontend_cfg.hop_length / self.sample_rate
+
+
 class MobileNetV1(PannsClassifier):
     """PANNs' MobileNetV1: a 32-channel stem and 13 depthwise-separable blocks (``features.0`` ... ``features.13``).
 
@@ -442,6 +567,9 @@ default_cfgs: list[PretrainedCfg] = [
     _cfg("panns_mobilenetv1", "MobileNetV1_mAP=0.389.pth", 0.389, 4_796_303, md5="a419303e1c88aa1b9d2ac3811563d371"),
     _cfg("panns_wavegram_logmel_cnn14", "Wavegram_Logmel_Cnn14_mAP=0.439.pth", 0.439, 81_065_487,
          md5="17fa9ab65af3c0eb5ffbc5f65552c4e1"),
+    _cfg("panns_cnn14_decisionlevelmax", "Cnn14_DecisionLevelMax_mAP=0.385.pth", 0.385, 80_753_615,
+         sha256="dd3b4043a87d4ec13df8082c0fcfee3fb5084151808e47e060987a95eabdd142",
+         notes="sound event detection: frame-level outputs every 0.32 s (predict_frames)"),
 ]  # fmt: skip
 register_pretrained_cfgs(default_cfgs)
 
@@ -483,3 +611,10 @@ def panns_mobilenetv1(pretrained_cfg: PretrainedCfg, **kwargs: Any) -> MobileNet
 def panns_wavegram_logmel_cnn14(pretrained_cfg: PretrainedCfg, **kwargs: Any) -> WavegramLogmelCnn14:
     """PANNs Wavegram-Logmel-Cnn14 (81.1 M parameters, AudioSet mAP 0.439), 32 kHz."""
     return WavegramLogmelCnn14(pretrained_cfg, **kwargs)
+
+
+@register_model
+def panns_cnn14_decisionlevelmax(pretrained_cfg: PretrainedCfg, **kwargs: Any) -> Cnn14DecisionLevelMax:
+    """PANNs Cnn14_DecisionLevelMax (80.8 M parameters, AudioSet mAP 0.385), 32 kHz: sound event detection with
+    segment outputs every 0.32 s."""
+    return Cnn14DecisionLevelMax(pretrained_cfg, **kwargs)
