@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import itertools
 import json
 import logging
 import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,17 +39,27 @@ class CliError(Exception):
 def cmd_export(args: argparse.Namespace) -> int:
     from .export import export
 
-    if args.output == STDOUT:
-        raise CliError("--output must be a file: an exported model is binary")
-    inputs = [args.checkpoint] if args.checkpoint else []
-    check_output_path(args.output, inputs, what="--output")
+    if args.format == "transformers":  # a directory
+        from .export_transformers import check_destination
+
+        local = args.model[len("local-dir:") :] if args.model.startswith("local-dir:") else None
+        sources = [p for p in (args.checkpoint, local) if p]
+        check_destination(args.output, overwrite=args.overwrite, inputs=sources)
+    else:
+        if args.output == STDOUT:
+            raise CliError("--output must be a file: an exported model is binary")
+        inputs = [args.checkpoint] if args.checkpoint else []
+        check_output_path(args.output, inputs, what="--output")
     from ._builder import create_model
 
     # Built first, outside the write's error handling: a missing or unreadable model is a usage error (exit 2), not a
     # failure to write the result (exit 3).
     model = create_model(args.model, pretrained=args.checkpoint is None, checkpoint_path=args.checkpoint)
     try:
-        path = export(model, args.output, args.format, batch_size=args.batch_size, max_seconds=args.max_seconds)
+        if args.format == "transformers":
+            path = export(model, args.output, args.format, batch_size=args.batch_size, overwrite=args.overwrite)
+        else:
+            path = export(model, args.output, args.format, batch_size=args.batch_size, max_seconds=args.max_seconds)
     except OSError as err:
         raise OutputWriteError(f"could not write {args.output}: {err.strerror or err}") from None
     print(path)
@@ -63,6 +74,9 @@ def cmd_models(args: argparse.Namespace) -> int:
     names = list_models(args.pattern or "", pretrained=args.pretrained)
     if not names:
         raise CliError(f"no model matches {args.pattern!r}")
+    from ._builder import transformers_paths_note
+
+    print(transformers_paths_note(), file=sys.stderr)
     rows = []
     for name in names:
         cfg = get_pretrained_cfg(name)
@@ -97,10 +111,7 @@ def cmd_models(args: argparse.Namespace) -> int:
             "pinned": "none published: pinned on first download",
             None: "-",
         }
-        table = [
-            [r["name"], kinds[r["checksum"]], r["sha256"] or r["md5"] or r["pinned_sha256"] or "-"]
-            for r in rows
-        ]
+        table = [[r["name"], kinds[r["checksum"]], r["sha256"] or r["md5"] or r["pinned_sha256"] or "-"] for r in rows]
         print(_format_table(["name", "checksum", "digest"], table))
         return EXIT_OK
     header = ["name", "params", "rate", "classes", "task", "published", "weights", "cached"]
@@ -142,90 +153,190 @@ def _runner_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def _render_tags(records: list[dict[str, Any]], fmt: str) -> str:
-    # allow_nan=False: NaN and Infinity are not JSON (RFC 8259); non-finite scores are already per-file errors.
-    if fmt == "json":
-        return json.dumps(records, indent=2, allow_nan=False) + "\n"
-    if fmt == "jsonl":
-        return "".join(json.dumps(r, allow_nan=False) + "\n" for r in records)
-    if fmt == "csv":
-        buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(["path", "scope", "start", "end", "rank", "label", "score", "error"])
-        for r in records:
-            if r["error"]:
-                writer.writerow([r["path"], "file", "", "", "", "", "", r["error"]])
-                continue
-            for rank, item in enumerate(r["labels"], 1):
-                writer.writerow(
-                    [r["path"], "clip", 0.0, f"{r['duration']:.6g}", rank, item["label"], f"{item['score']:.6f}", ""]
-                )
-            for window in r["windows"]:
-                for rank, item in enumerate(window["labels"], 1):
-                    writer.writerow(
-                        [
-                            r["path"],
-                            "window",
-                            window["start"],
-                            window["end"],
-                            rank,
-                            item["label"],
-                            f"{item['score']:.6f}",
-                            "",
-                        ]
-                    )
-        return buffer.getvalue()
-    lines = []
-    for r in records:
-        if r["error"]:
-            lines.append(f"{r['path']}\n  ERROR {r['error']}")
-            continue
-        lines.append(f"{r['path']}  ({r['duration']:.2f} s)")
-        lines.extend(f"  {item['score']:.3f}  {item['label']}" for item in r["labels"])
-        for window in r["windows"]:
-            tags = ", ".join(f"{i['label']} {i['score']:.2f}" for i in window["labels"])
-            lines.append(f"    [{window['start']:8.2f} - {window['end']:8.2f}] {tags}")
-        lines.extend(f"  warning: {w}" for w in r["warnings"])
-    return "\n".join(lines) + "\n"
-
-
 def _emit(text: str | bytes, output: str | None) -> None:
     write_output(STDOUT if output is None else output, text)
     if output not in (None, STDOUT):
         _logger.info("wrote %s", output)
 
 
+def _input_names(args: argparse.Namespace) -> Iterator[str]:
+    """The positional inputs, then the lines of ``--files-from`` (read as the run goes; the list is opened now, so a
+    missing one fails before any work)."""
+    from .inference import read_file_list
+
+    listed: Iterable[str] = ()
+    if args.files_from is not None:
+        try:
+            listed = read_file_list(args.files_from)
+        except OSError as err:
+            raise CliError(str(err)) from None
+    elif not args.inputs:
+        raise CliError("no input files: give files, directories or patterns, or --files-from LIST")
+    return itertools.chain(args.inputs, listed)
+
+
+def _read_inputs(args: argparse.Namespace, paths: Iterable[str | Path]) -> list[str | Path]:
+    # Everything the run reads is an input: results written over the weights would be as lost as over the audio.
+    read = [*paths, *([args.checkpoint] if args.checkpoint else [])]
+    if args.model.startswith("local-dir:"):
+        read += list(Path(args.model[len("local-dir:") :]).expanduser().glob("*"))
+    return read
+
+
 def _inputs_and_destination(args: argparse.Namespace) -> list[Path]:
     """The input files, once the output has been found usable: a bad destination must fail before hours of work."""
     from .inference import expand_inputs
 
-    paths = expand_inputs(args.inputs, recursive=args.recursive)
+    paths = expand_inputs(_input_names(args), recursive=args.recursive)
     if not paths:
         raise CliError("no input files")
     if args.output is not None:
-        # Everything the run reads is an input: results written over the weights would be as lost as over the audio.
-        read = [*paths, *([args.checkpoint] if args.checkpoint else [])]
-        if args.model.startswith("local-dir:"):
-            read += list(Path(args.model[len("local-dir:") :]).expanduser().glob("*"))
-        check_output_path(args.output, read, what="--output")
+        check_output_path(args.output, _read_inputs(args, paths), what="--output")
     return paths
 
 
 def cmd_tag(args: argparse.Namespace) -> int:
     from .inference import load_model, tag
+    from .inference.sinks import LINE_FORMATS, render_tags
 
+    if args.events:
+        return _tag_events(args)
     if args.stream:
         _check_stream_args(args)
+    elif args.format in LINE_FORMATS:
+        return _tag_lines(args)
+    if args.resume:
+        raise CliError("--resume continues a --format jsonl or csv --output (table and json are written whole, at "
+                       "the end)")  # fmt: skip
     paths = _inputs_and_destination(args)
-    model = load_model(args.model, args.checkpoint)
-    if model.num_classes == 0:
-        raise CliError(f"{args.model} has no classifier; use `audiokit embed`")
+    model = load_model(args.model, args.checkpoint, labels=_label_texts(args))
+    _check_classifier(model, args)
     if args.stream:
         return _tag_stream(paths, model, args)
     records = tag(paths, model, top_k=args.top_k, threshold=args.threshold, window=args.window, hop=args.hop,
                   aggregate=args.aggregate, **_runner_kwargs(args))  # fmt: skip
-    _emit(_render_tags(records, args.format), args.output)
+    _emit(render_tags(records, args.format), args.output)
     return _report_failures([r["error"] for r in records if r["error"]], len(records))
+
+
+def _tag_lines(args: argparse.Namespace) -> int:
+    """``--format jsonl|csv``: a record per file, written and flushed as it finishes (in input order), the inputs read
+    as the run goes; into a file behind a header, which ``--resume`` continues."""
+    from .inference import load_model, tag_to
+    from .inference.sinks import is_file_output
+
+    output = STDOUT if args.output is None else args.output
+    if args.resume and output == STDOUT:
+        raise CliError("--resume needs --output FILE: the output to continue")
+    names = _input_names(args)
+    if output != STDOUT:
+        check_output_path(output, _read_inputs(args, args.inputs), what="--output")
+        if not args.resume and is_file_output(output) and Path(output).exists() and Path(output).stat().st_size:
+            raise CliError(f"--output {output} already exists: --resume continues it, or remove it to start afresh")
+    model = load_model(args.model, args.checkpoint, labels=_label_texts(args))
+    _check_classifier(model, args)
+    run = tag_to(output, names, model, format=args.format, resume=args.resume, top_k=args.top_k,
+                 threshold=args.threshold, window=args.window, hop=args.hop, recursive=args.recursive,
+                 aggregate=args.aggregate, **_runner_kwargs(args))  # fmt: skip
+    if args.resume:
+        print(f"audiokit: {output}: {run.skipped} file(s) already there, {run.written} tagged now", file=sys.stderr)
+    return _report_failures(run.errors, run.written + run.skipped, earlier=run.earlier_errors)
+
+
+def _event_settings(args: argparse.Namespace) -> Any:
+    from .events import EventSettings
+
+    thresholds = {}
+    for item in args.class_thresholds:
+        label, sep, value = item.rpartition("=")  # labels may hold "=", numbers do not
+        try:
+            number = float(value)
+        except ValueError:
+            number = math.nan
+        if not sep or not label.strip() or not math.isfinite(number):
+            raise CliError(f"--class-thresholds takes LABEL=VALUE with a finite VALUE, got {item!r}")
+        thresholds[label.strip()] = number
+    given = {"threshold": args.threshold, "low_threshold": args.low_threshold, "median_filter": args.median_filter,
+             "min_duration": args.min_duration, "min_gap": args.min_gap}  # fmt: skip
+    kwargs = {k: v for k, v in given.items() if v is not None}
+    if args.no_hysteresis:
+        kwargs["low_threshold"] = None
+    try:
+        return EventSettings(**kwargs, class_thresholds=thresholds)
+    except ValueError as err:
+        raise CliError(str(err)) from None
+
+
+def _tag_events(args: argparse.Namespace) -> int:
+    """``--events``: per file, its sound events (label, onset, offset, peak score), written and flushed as each file
+    finishes; from the model's frame output where it has one, else from overlapping windows."""
+    from .events import iter_file_events, render_events
+    from .inference import load_model
+
+    for flag, given in (("--stream", args.stream), ("--resume", args.resume)):
+        if given:
+            raise CliError(f"--events does not combine with {flag}")
+    if args.format == "json":
+        raise CliError("--events writes an event per line or row: use --format table, jsonl or csv (not json)")
+    settings = _event_settings(args)
+    paths = _inputs_and_destination(args)
+    model = load_model(args.model, args.checkpoint, labels=_label_texts(args))
+    _check_classifier(model, args)
+    try:
+        settings.thresholds_for(model.label_names)
+    except ValueError as err:
+        raise CliError(f"--class-thresholds: {err}") from None
+    runs = iter_file_events(paths, model, settings, window=args.window, hop=args.hop, **_runner_kwargs(args))
+    errors: list[str] = []
+    count = 0
+
+    def tracked() -> Iterator[Any]:
+        nonlocal count
+        for result, events in runs:
+            count += 1
+            if not result.ok:
+                errors.append(result.error)
+            yield result, events
+
+    chunks = render_events(tracked(), args.format)
+    if args.output in (None, STDOUT):
+        for chunk in chunks:
+            sys.stdout.write(chunk)
+            sys.stdout.flush()
+    else:
+        try:
+            with open(args.output, "w", encoding="utf-8", newline="") as out:
+                for chunk in chunks:
+                    out.write(chunk)
+                    out.flush()
+        except OSError as err:
+            raise OutputWriteError(f"--output {args.output}: {err.strerror or err}") from None
+        print(f"audiokit: wrote {args.output}", file=sys.stderr)
+    return _report_failures(errors, count)
+
+
+def _label_texts(args: argparse.Namespace) -> list[str] | None:
+    """``--labels "a,b"`` (comma-separated, spaces around each trimmed) or ``--labels-file`` (one per line, blank
+    lines skipped), for zero-shot models."""
+    if args.labels is not None and args.labels_file is not None:
+        raise CliError("give --labels or --labels-file, not both")
+    if args.labels is not None:
+        return [part.strip() for part in args.labels.split(",")] if args.labels.strip() else []
+    if args.labels_file is None:
+        return None
+    try:
+        text = Path(args.labels_file).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+        raise CliError(f"--labels-file {args.labels_file}: {reason}") from None
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def _check_classifier(model: Any, args: argparse.Namespace) -> None:
+    if model.num_classes == 0:
+        if hasattr(model, "set_labels"):
+            raise CliError(f"{args.model} is a zero-shot model: give its labels (--labels 'a,b,c' or --labels-file)")
+        raise CliError(f"{args.model} has no classifier; use `audiokit embed`")
 
 
 def _check_stream_args(args: argparse.Namespace) -> None:
@@ -284,12 +395,14 @@ def _tag_stream(paths: list[Path], model: Any, args: argparse.Namespace) -> int:
     return _report_failures(errors, len(paths))
 
 
-def _report_failures(errors: list[str], total: int) -> int:
-    """Print each failure (messages name the file) and the count to stderr; exit status 1 if any."""
+def _report_failures(errors: list[str], total: int, earlier: int = 0) -> int:
+    """Print each failure (messages name the file) and the count to stderr; exit status 1 if any. ``earlier``: failed
+    files a resumed run found already recorded (reported by the run that tagged them)."""
     for message in errors:
         print(f"audiokit: error: {message}", file=sys.stderr)
-    if errors:
-        print(f"audiokit: {len(errors)} of {total} file(s) failed", file=sys.stderr)
+    if errors or earlier:
+        note = f" ({earlier} of them recorded by an earlier run)" if earlier else ""
+        print(f"audiokit: {len(errors) + earlier} of {total} file(s) failed{note}", file=sys.stderr)
         return EXIT_FILE_ERRORS
     return EXIT_OK
 
@@ -361,6 +474,66 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return _report_failures(list(result["skipped_clips"].values()), result["n_samples"] + len(result["skipped_clips"]))
 
 
+# -- evaluate-events ---------------------------------------------------------------------------------------------------
+def _read_durations(path: str) -> dict[str, float]:
+    """A DCASE durations table: ``filename`` and ``duration`` columns (tab- or comma-separated), seconds."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise CliError(f"--durations {path}: {err.strerror if isinstance(err, OSError) else err}") from None
+    first = text.splitlines()[0] if text else ""
+    durations = {}
+    for number, row in enumerate(csv.DictReader(io.StringIO(text), delimiter="\t" if "\t" in first else ","), 2):
+        name = row.get("filename") or row.get("path")
+        try:
+            seconds = float(row.get("duration") or "nan")
+        except ValueError:
+            seconds = math.nan
+        if not name or not (math.isfinite(seconds) and seconds > 0):
+            raise CliError(f"--durations {path}:{number}: needs a filename and a positive duration (columns: "
+                           f"{', '.join(row)})")  # fmt: skip
+        durations[Path(name).name] = seconds
+    return durations
+
+
+def cmd_evaluate_events(args: argparse.Namespace) -> int:
+    from .events import evaluate_events, read_events
+
+    try:
+        predicted, reference = read_events(args.predicted), read_events(args.reference)
+    except ValueError as err:
+        raise CliError(str(err)) from None
+    durations = _read_durations(args.durations) if args.durations else None
+    if durations is not None:
+        missing = sorted(set(reference) - set(durations))
+        if missing:
+            names = ", ".join(missing[:5])
+            raise CliError(f"--durations {args.durations} lacks {len(missing)} reference file(s): {names}")
+    else:
+        print("audiokit: no --durations: each file is taken to end at its last event (false alarms per hour and "
+              "PSDS are then only approximate)", file=sys.stderr)  # fmt: skip
+    if args.output is not None:
+        check_output_path(args.output, [Path(args.predicted), Path(args.reference)], what="--output")
+    try:
+        metrics = evaluate_events(
+            predicted, reference, durations, collar=args.collar, offset_collar_rate=args.offset_collar_rate,
+            segment_length=args.segment_length,
+        )  # fmt: skip
+    except ImportError:
+        raise CliError("evaluate-events needs sed_scores_eval: pip install 'audiokit[events]'") from None
+    except ValueError as err:
+        raise CliError(str(err)) from None
+    text = to_json({"predicted": args.predicted, "reference": args.reference, **metrics})
+    if args.output is None:
+        print(text)
+    else:
+        _emit(text + "\n", args.output)
+        summary = {"event_f1": metrics["event_f1"]["micro"]["f1"], "segment_f1": metrics["segment_f1"]["micro"]["f1"],
+                   "psds": metrics["psds"]}  # fmt: skip
+        print(to_json(summary))
+    return EXIT_OK
+
+
 # -- compare-activations ----------------------------------------------------------------------------------------------
 def _parse_seeds(text: str) -> list[int]:
     """``"3"`` means seeds 0, 1, 2; ``"1,5,9"`` (or ``"5,"``) lists them."""
@@ -395,6 +568,13 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _non_negative_float(text: str) -> float:
+    value = _finite_float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, got {text}")
+    return value
+
+
 def _finite_float(text: str) -> float:
     try:
         value = float(text)
@@ -403,6 +583,14 @@ def _finite_float(text: str) -> float:
     if not math.isfinite(value):
         raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
     return value
+
+
+def _embedding_layer(text: str) -> int | str:
+    """``--layer``: an integer is a block index, anything else a point's name (the model checks both)."""
+    try:
+        return int(text)
+    except ValueError:
+        return text
 
 
 def _count(minimum: int) -> Any:
@@ -419,11 +607,16 @@ def _count(minimum: int) -> Any:
 
 
 def _add_inference_args(p: argparse.ArgumentParser, default_model: str) -> None:
-    p.add_argument("inputs", nargs="+", help="audio files, directories or glob patterns")
+    p.add_argument("inputs", nargs="*", help="audio files, directories or glob patterns")
+    p.add_argument("--files-from", metavar="LIST",
+                   help="also read inputs from LIST, one per line ('-': standard input), as the run goes; taken in "
+                   "the list's order, not sorted or deduplicated")  # fmt: skip
     p.add_argument(
-        "--model", "-m", default=default_model, help=f"registered name or local-dir:PATH (default {default_model})"
-    )
-    p.add_argument("--checkpoint", help="a local weights file (original upstream layout or .safetensors); no download")
+        "--model", "-m", default=default_model,
+        help=f"registered name, local-dir:PATH or hf-hub:ORG/NAME[@REVISION] (default {default_model})",
+    )  # fmt: skip
+    p.add_argument("--checkpoint-path", "--checkpoint", dest="checkpoint", metavar="FILE",
+                   help="a local weights file (original upstream layout or .safetensors); no download")  # fmt: skip
     p.add_argument("--recursive", "-r", action="store_true", help="descend into sub-directories")
     p.add_argument("--window", type=_positive_float, help="window length in seconds (per-window results)")
     p.add_argument("--hop", type=_positive_float, help="hop between windows in seconds (default: the window)")
@@ -475,34 +668,82 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("tag", help="tag audio files with a pretrained classifier")
     _add_inference_args(p, DEFAULT_MODEL)
     p.add_argument("--top-k", type=_count(0), default=5, help="labels per file/window (0: all)")
-    p.add_argument("--threshold", type=_finite_float, help="only labels scoring at least this")
+    p.add_argument("--threshold", type=_finite_float,
+                   help="only labels scoring at least this; with --events, the event threshold (0.5)")  # fmt: skip
     p.add_argument("--aggregate", choices=["max", "mean"], default="max", help="clip score from windows")
+    p.add_argument("--labels", help="zero-shot models (CLAP): the label texts, comma-separated ('dog barking,siren')")
+    p.add_argument("--labels-file", metavar="FILE", help="zero-shot models: the label texts, one per line")
     p.add_argument("--format", choices=["table", "json", "jsonl", "csv"], default="table")
-    p.add_argument("--output", "-o", help="write results here (atomically; '-': stdout, the default)")
+    p.add_argument(
+        "--output",
+        "-o",
+        help="write results here ('-': stdout, the default): table and json atomically at the end; jsonl and csv a "
+        "record per file as it finishes, a file behind a header (csv: OUTPUT.header.json)",
+    )
+    p.add_argument("--resume", action="store_true",
+                   help="continue a jsonl/csv --output: skip the files it holds (same path, size and mtime), redo the "
+                   "rest; refused if it was written with another model or settings")  # fmt: skip
     p.add_argument("--stream", action="store_true",
                    help="streaming models (SAT): feed each file chunk by chunk (--window seconds, default the model's "
                    "delay) and print each chunk's labels as it is computed")  # fmt: skip
+    events = p.add_argument_group(
+        "sound events (--events)",
+        "frame outputs where the model has them (PANNs DecisionLevel, HTS-AT), else windows of 2 s every 0.5 s; "
+        "--threshold is then the event threshold (default 0.5)",
+    )
+    events.add_argument("--events", action="store_true",
+                        help="write events (label, onset, offset, peak score) per file instead of tags")  # fmt: skip
+    events.add_argument("--low-threshold", type=_finite_float,
+                        help="hysteresis: an event runs on while above this (default 0.2)")  # fmt: skip
+    events.add_argument("--no-hysteresis", action="store_true", help="plain thresholding at --threshold")
+    events.add_argument("--median-filter", type=_non_negative_float, metavar="SECONDS",
+                        help="median filter over time before thresholding (default 0.45 s; 0: none)")  # fmt: skip
+    events.add_argument("--min-duration", type=_non_negative_float, metavar="SECONDS",
+                        help="drop shorter events (default 0.1 s)")  # fmt: skip
+    events.add_argument("--min-gap", type=_non_negative_float, metavar="SECONDS",
+                        help="join events of one class closer than this (default 0.1 s)")  # fmt: skip
+    events.add_argument("--class-thresholds", action="append", default=[], metavar="LABEL=VALUE",
+                        help="a class's own threshold (repeatable)")  # fmt: skip
     p.set_defaults(func=cmd_tag)
 
     p = sub.add_parser("embed", help="extract embeddings to .npz (ids + float32 matrix) or .npy")
     _add_inference_args(p, DEFAULT_MODEL)
     p.add_argument("--output", "-o", required=True, help="output .npz or .npy (written atomically; '-': stdout, .npz)")
-    p.add_argument("--layer", type=int, help="embedding of this hidden layer (wav2vec2: 0-12; negative counts back)")
+    p.add_argument("--layer", type=_embedding_layer,
+                   help="embedding point: pre_logits (the default), pooled, a family's own name (cls, dist, mean, ...) "
+                   "or a block index (0: the first block's input; negative counts back)")  # fmt: skip
     p.add_argument("--frame-level", action="store_true", help="one row per model frame (wav2vec2: every 20 ms)")
     p.set_defaults(func=cmd_embed)
 
-    p = sub.add_parser("export", help="export a model, frontend included, to ONNX, torch.export or TorchScript")
-    p.add_argument("model", help="registered name or local-dir:PATH")
-    p.add_argument("--checkpoint", help="a local weights file for a registered name (default: download)")
-    p.add_argument("--format", choices=("onnx", "exported-program", "torchscript"), default="onnx")
-    p.add_argument("--output", "-o", required=True, help="file to write (atomically)")
+    p = sub.add_parser("export", help="export a model, frontend included, to ONNX, torch.export or TorchScript, or "
+                       "as a transformers directory")  # fmt: skip
+    p.add_argument("model", help="registered name, local-dir:PATH or hf-hub:ORG/NAME[@REVISION]")
+    p.add_argument("--checkpoint-path", "--checkpoint", dest="checkpoint", metavar="FILE",
+                   help="a local weights file for a registered name (default: download)")  # fmt: skip
+    p.add_argument("--format", choices=("onnx", "exported-program", "torchscript", "transformers"), default="onnx")
+    p.add_argument("--output", "-o", required=True,
+                   help="file to write (atomically); for transformers the directory to write")  # fmt: skip
+    p.add_argument("--overwrite", action="store_true", help="transformers: replace a non-empty output directory")
     p.add_argument("--batch-size", type=_count(1), help="fix the batch dimension (needed by DyMN and AST)")
     p.add_argument("--max-seconds", type=float, default=600.0, help="longest input of a variable-length graph")
     p.set_defaults(func=cmd_export)
 
+    p = sub.add_parser("evaluate-events", help="score predicted sound events against reference events "
+                       "(sed_scores_eval: collar-based and segment-based F1, PSDS)")  # fmt: skip
+    p.add_argument("predicted", help="events: `audiokit tag --events` jsonl/csv, or a DCASE table")
+    p.add_argument("reference", help="reference events: a DCASE table (filename, onset, offset, event_label)")
+    p.add_argument("--durations", metavar="FILE", help="a DCASE durations table (filename, duration) for the files")
+    p.add_argument("--collar", type=_non_negative_float, default=0.2, help="onset collar in seconds (default 0.2)")
+    p.add_argument("--offset-collar-rate", type=_non_negative_float, default=0.2,
+                   help="offset collar: the larger of --collar and this times the event's length")  # fmt: skip
+    p.add_argument("--segment-length", type=_positive_float, default=1.0, help="segment-based F1's segments (s)")
+    p.add_argument("--output", "-o", help="write the metrics JSON here (atomically) instead of stdout")
+    p.set_defaults(func=cmd_evaluate_events)
+
     p = sub.add_parser("evaluate", help="score a model on a dataset split; write metrics, per-class CSV and plots")
-    p.add_argument("--model", "-m", required=True, help="registered name or local-dir:PATH")
-    p.add_argument("--checkpoint", help="a local weights file for a registered name")
+    p.add_argument("--model", "-m", required=True, help="registered name, local-dir:PATH or hf-hub:ORG/NAME[@REVISION]")
+    p.add_argument("--checkpoint-path", "--checkpoint", dest="checkpoint", metavar="FILE",
+                   help="a local weights file for a registered name")  # fmt: skip
     p.add_argument("--data", required=True, help="a fine-tuning YAML config whose data section names the dataset")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. data.root=/data")
     p.add_argument("--fold", type=int, help="ESC-50 test fold (1-5)")

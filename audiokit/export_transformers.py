@@ -284,6 +284,29 @@ def _wav2vec2_plan(model: AudioClassifier) -> TransformersPlan:
     return TransformersPlan(sequence_class, config, extractor, state, lambda out: out.logits)
 
 
+# ---------------------------------------------------------------------------------------------------------------------
+# The generic adapter (any other AutoModelForAudioClassification, audiokit.models.hf_auto)
+# ---------------------------------------------------------------------------------------------------------------------
+def _generic_plan(model: AudioClassifier) -> TransformersPlan:
+    """The adapter holds transformers' own model (its classifier an identity), config and feature extractor: the
+    final Linear goes back into the model's ``classifier``."""
+    backbone, extractor = getattr(model, "backbone", None), getattr(model, "feature_extractor", None)
+    if backbone is None or extractor is None or not hasattr(model, "config"):
+        raise _Refused(f"it is a {type(model).__name__}, not audiokit's adapter around a transformers model")
+    linear = _final_linear(model)
+    if linear is None:
+        raise _Refused(
+            f"it is an embedder; {type(backbone).__name__} has a classifier, and its base model's output is not "
+            "the pooled, projected embedding audiokit gives: export it with its classifier"
+        )
+    state = {k: v for k, v in _with_prefix("", backbone).items() if not k.startswith("classifier.")}
+    state |= _with_prefix("classifier.", linear)
+    return TransformersPlan(
+        type(backbone).__name__, _labelled_config(model, model.config), copy.deepcopy(extractor), state,
+        lambda out: out.logits,
+    )  # fmt: skip
+
+
 # audiokit family (module in audiokit.models) -> its mapping to transformers. They live here rather than in the family
 # files so that the families stay import-light; each is the inverse of that family's *_from_transformers functions.
 TRANSFORMERS_FAMILIES: dict[str, Callable[[AudioClassifier], TransformersPlan]] = {
@@ -291,6 +314,7 @@ TRANSFORMERS_FAMILIES: dict[str, Callable[[AudioClassifier], TransformersPlan]] 
     "wav2vec2": _wav2vec2_plan,
     "hubert": _wav2vec2_plan,
     "wavlm": _wav2vec2_plan,
+    "hf_auto": _generic_plan,
 }
 
 
@@ -378,9 +402,12 @@ def _probes(model: AudioClassifier) -> list[torch.Tensor]:
     family 50 encoder frames (1 s of the base model) and 18 and a half."""
     if model.max_samples is not None:
         lengths = [model.max_samples, max(model.min_samples, model.max_samples // 3)]
-    else:
+    elif hasattr(model, "receptive_field") and hasattr(model, "hop"):
         field, hop = model.receptive_field, model.hop
         lengths = [field + 49 * hop, field + 17 * hop + hop // 2]
+    else:  # the generic adapter: 1 s and 0.37 s
+        rate = model.sample_rate
+        lengths = [max(model.min_samples, rate), max(model.min_samples, int(0.37 * rate) + 1)]
     gen = torch.Generator().manual_seed(0)
     return [
         scale * torch.randn(1, n, generator=gen) + offset for n, scale, offset in zip(lengths, (0.1, 0.5), (0.0, 0.01))

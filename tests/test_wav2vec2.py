@@ -256,8 +256,12 @@ def test_embed_cli_layer_and_frame_level(tmp_path, make_wav, capsys):
 
     other = tmp_path / "mn01.pt"
     torch.save(ak.create_model("efficientat_mn01.audioset").state_dict(), other)
-    args = ["embed", str(path), "--model", "efficientat_mn01.audioset", "--checkpoint", str(other), "-o", "x.npz"]
+    refused = tmp_path / "refused.npz"
+    args = ["embed", str(path), "--model", "efficientat_mn01.audioset", "--checkpoint", str(other), "-o", str(refused)]
     assert main([*args, "--frame-level"]) == 2
     assert "no frame-level embeddings" in capsys.readouterr().err
-    assert main([*args, "--layer", "3"]) == 2
-    assert "does not offer per-layer embeddings" in capsys.readouterr().err
+    # Block indices exist for the CNN too (tests/test_embedding_layers_cli.py); one past its last block is refused.
+    assert main([*args, "--layer", "999"]) == 2
+    err = capsys.readouterr().err
+    assert "block 999 is out of range" in err and "0..15" in err
+    assert not refused.exists()

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import itertools
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from .._builder import is_directory_name, takes_label_texts
+from .._registry import get_pretrained_cfg, resolve_model_name
 from ..models._base import AudioClassifier
 from .aggregate import _check_selection
 from .results import Segment
@@ -18,8 +20,15 @@ from .sinks import open_tag_sink, tag_header, tag_record
 from .sources import iter_inputs
 
 
-def load_model(model: AudioClassifier | str | None, checkpoint_path: str | os.PathLike[str] | None) -> AudioClassifier:
+def load_model(
+    model: AudioClassifier | str | None,
+    checkpoint_path: str | os.PathLike[str] | None,
+    labels: Sequence[str] | None = None,
+) -> AudioClassifier:
     """A model instance as given, or built by name with weights from ``checkpoint_path`` or the download cache.
+
+    ``labels``: label texts for a zero-shot model (CLAP), which makes its classifier from them (``set_labels``; a
+    given instance gets them too); any other model refuses them.
 
     A model built here is for inference only, so its BatchNorm layers are folded into the convolutions before them
     (``layers.fold_batchnorm_``: the same outputs to float rounding, one pass less over every activation). A given
@@ -31,11 +40,30 @@ def load_model(model: AudioClassifier | str | None, checkpoint_path: str | os.Pa
     if isinstance(model, AudioClassifier):
         if checkpoint_path is not None:
             raise ValueError("checkpoint_path applies to a model name, not to a model instance")
+        if labels is not None:
+            _set_labels(model, labels, model.pretrained_cfg.name)
         return model
     name = model or DEFAULT_MODEL
+    if (
+        labels is not None
+        and not is_directory_name(name)
+        and not takes_label_texts(get_pretrained_cfg(resolve_model_name(name)).architecture)
+    ):
+        _set_labels(None, labels, name)  # refused before any weights are fetched
     net = create_model(name, pretrained=checkpoint_path is None, checkpoint_path=checkpoint_path).eval()
+    if labels is not None:
+        _set_labels(net, labels, name)
     fold_batchnorm_(net)
     return net
+
+
+def _set_labels(net: AudioClassifier | None, labels: Sequence[str], name: str) -> None:
+    if net is None or not hasattr(net, "set_labels"):
+        raise ValueError(
+            f"{name} has a fixed set of classes and takes no label texts (labels=, --labels); zero-shot models such "
+            "as CLAP (hf-hub:laion/clap-htsat-unfused) do"
+        )
+    net.set_labels(labels)
 
 
 DEFAULT_MODEL = "efficientat_mn10.audioset"
@@ -51,6 +79,7 @@ def tag(
     window: float | None = None,
     hop: float | None = None,
     recursive: bool = False,
+    labels: Sequence[str] | None = None,
     **runner_kwargs: Any,
 ) -> list[dict[str, Any]]:
     """Tag audio files. Returns one dict per file, in input order::
@@ -63,13 +92,16 @@ def tag(
     windows, so memory does not grow with the file. ``size`` and ``mtime_ns`` are the file's as it was read.
     ``runner_kwargs``: ``batch_size``, ``num_workers``, ``device``,
     ``precision``, ``aggregate``, ``progress``, ``channels_last``, ``compile``, ``stream_seconds``,
-    ``preprocess_on``, ``cpu_streams``.
+    ``preprocess_on``, ``cpu_streams``. ``labels``: the label texts of a zero-shot model (CLAP), scored with a
+    softmax over them.
     """
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
     _check_selection(top_k, threshold)
-    net = load_model(model, checkpoint_path)
+    net = load_model(model, checkpoint_path, labels=labels)
     if net.num_classes == 0:
+        if hasattr(net, "set_labels"):
+            raise ValueError("this zero-shot model has no labels yet: give their texts (labels=[...], --labels)")
         raise ValueError("this model has no classifier (num_classes=0): use embed() for embeddings")
     runner = InferenceRunner(net, mode="scores", window=window, hop=hop, **runner_kwargs)
     names = net.label_names

@@ -29,7 +29,7 @@ from .decode import STREAM_SECONDS, _unexpected, decoded_files, prefetched, stre
 from .forward import MODES, PRECISIONS, EagerBackend
 from .placement import plan_placement
 from .results import FileResult
-from .sources import iter_inputs
+from .sources import expand_inputs
 from .window import Windowing
 
 _logger = logging.getLogger(__name__)
@@ -142,7 +142,7 @@ class InferenceRunner:
         return self.max_pending + prefetched(self.num_workers)
 
     def run(self, inputs: Iterable[str | os.PathLike[str]], recursive: bool = False) -> list[FileResult]:
-        return list(self.iter_results(iter_inputs(inputs, recursive)))
+        return list(self.iter_results(expand_inputs(inputs, recursive)))  # a list: the progress bar knows the total
 
     def iter_results(self, paths: Iterable[Path]) -> Iterator[FileResult]:
         """Yield results in input order as files complete; ``paths`` (a list or any iterator) is read as the run
@@ -185,10 +185,10 @@ class InferenceRunner:
             while order and order[0].ready():
                 yield self._finish(order.popleft())
             if len(order) >= self.max_pending:
-                # Files waiting on partial batches (all of different lengths): run what there is, and wait for the
-                # oldest files until the buffer is below its cap again.
+                # Files waiting on partial batches (of many different lengths): run what there is, and wait for the
+                # oldest files until the buffer is half empty, so that the next partial batches have time to fill.
                 self._submit(batcher.drain())
-                while len(order) >= self.max_pending:
+                while len(order) > self.max_pending // 2:
                     yield self._finish(order.popleft())
         self._submit(batcher.drain(spread=True))
         progress.close()
