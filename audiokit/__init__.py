@@ -16,6 +16,9 @@ from .audio import LogMelFrontend as LogMelFrontend
 from .audio import load_audio as load_audio
 from .export import export as export
 from .inference import embed as embed
+from .inference import embed_to as embed_to
+from .inference import open_embeddings as open_embeddings
 from .inference import tag as tag
+from .inference import tag_to as tag_to
 from .inference import top_k as top_k
 from .models import AudioClassifier as AudioClassifier

@@ -9,6 +9,7 @@ import itertools
 import json
 import logging
 import math
+import os
 import sys
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -199,7 +200,7 @@ def cmd_tag(args: argparse.Namespace) -> int:
     from .inference import load_model, tag
     from .inference.sinks import LINE_FORMATS, render_tags
 
-    if args.events:
+    if args.events or args.plot:
         return _tag_events(args)
     if args.stream:
         _check_stream_args(args)
@@ -267,6 +268,21 @@ def _event_settings(args: argparse.Namespace) -> Any:
         raise CliError(str(err)) from None
 
 
+def _plot(result: Any, events: list[Any], model: Any, output: str) -> None:
+    from .audio.io import load_audio
+    from .events import has_frame_output, result_frames
+    from .plot import plot_file
+
+    probs, times = result_frames(result, model if has_frame_output(model) else None)
+    wave = load_audio(result.path, sample_rate=model.sample_rate)
+    try:
+        plot_file(wave, model.sample_rate, probs, times, model.label_names, events, output,
+                  title=f"{Path(result.path).name} ({model.pretrained_cfg.name})")  # fmt: skip
+    except OSError as err:
+        raise OutputWriteError(f"--plot {output}: {err.strerror or err}") from None
+    print(f"audiokit: wrote {output}", file=sys.stderr)
+
+
 def _tag_events(args: argparse.Namespace) -> int:
     """``--events``: per file, its sound events (label, onset, offset, peak score), written and flushed as each file
     finishes; from the model's frame output where it has one, else from overlapping windows."""
@@ -280,6 +296,10 @@ def _tag_events(args: argparse.Namespace) -> int:
         raise CliError("--events writes an event per line or row: use --format table, jsonl or csv (not json)")
     settings = _event_settings(args)
     paths = _inputs_and_destination(args)
+    if args.plot is not None:
+        if len(paths) != 1:
+            raise CliError(f"--plot draws one file; {len(paths)} were given")
+        check_output_path(args.plot, _read_inputs(args, paths), what="--plot")
     model = load_model(args.model, args.checkpoint, labels=_label_texts(args))
     _check_classifier(model, args)
     try:
@@ -296,8 +316,14 @@ def _tag_events(args: argparse.Namespace) -> int:
             count += 1
             if not result.ok:
                 errors.append(result.error)
+            elif args.plot is not None:
+                _plot(result, events, model, args.plot)
             yield result, events
 
+    if not args.events:  # --plot alone: the picture, no event listing
+        for _ in tracked():
+            pass
+        return _report_failures(errors, count)
     chunks = render_events(tracked(), args.format)
     if args.output in (None, STDOUT):
         for chunk in chunks:
@@ -413,6 +439,11 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
     from .inference import embed, load_model
 
+    if _is_shard_directory(args.output):
+        return _embed_shards(args)
+    if args.resume:
+        raise CliError("--resume continues a shard directory (--output DIR/); a .npz or .npy is written whole, at the "
+                       "end")  # fmt: skip
     if args.output == STDOUT and sys.stdout.isatty():
         raise CliError("--output -: refusing to write a binary .npz to a terminal; redirect it or give a file name")
     paths = _inputs_and_destination(args)
@@ -431,6 +462,29 @@ def cmd_embed(args: argparse.Namespace) -> int:
         f"{args.output}: {result.vectors.shape[0]} embeddings of dimension {result.vectors.shape[1]}", file=sys.stderr
     )
     return _report_failures(list(result.errors.values()), len(paths))
+
+
+def _is_shard_directory(output: str) -> bool:
+    # Path("") is the working directory: an empty name is a usage error (check_output_path), not a directory.
+    return output not in ("", STDOUT) and (output.endswith(("/", os.sep)) or Path(output).is_dir())
+
+
+def _embed_shards(args: argparse.Namespace) -> int:
+    """``--output DIR/``: shards and an index written as files finish, the inputs read as the run goes;
+    ``--resume`` continues the directory."""
+    from .inference import embed_to, load_model
+
+    directory = Path(args.output)
+    if directory.exists() and not directory.is_dir():
+        raise CliError(f"--output {args.output}: not a directory")
+    names = _input_names(args)
+    model = load_model(args.model, args.checkpoint)
+    run = embed_to(directory, names, model, resume=args.resume, window=args.window, hop=args.hop,
+                   recursive=args.recursive, frame_level=args.frame_level, layer=args.layer,
+                   shard_rows=args.shard_rows, **_runner_kwargs(args))  # fmt: skip
+    print(f"audiokit: {args.output}: {run.written} file(s) embedded now"
+          + (f", {run.skipped} already there" if args.resume else ""), file=sys.stderr)  # fmt: skip
+    return _report_failures(run.errors, run.written + run.skipped, earlier=run.earlier_errors)
 
 
 # -- finetune ----------------------------------------------------------------------------------------------------------
@@ -704,11 +758,20 @@ def build_parser() -> argparse.ArgumentParser:
                         help="join events of one class closer than this (default 0.1 s)")  # fmt: skip
     events.add_argument("--class-thresholds", action="append", default=[], metavar="LABEL=VALUE",
                         help="a class's own threshold (repeatable)")  # fmt: skip
+    events.add_argument("--plot", metavar="PNG",
+                        help="one file: draw its log-mel spectrogram, the top classes' probabilities over time and "
+                        "the events (with the settings above) into PNG")  # fmt: skip
     p.set_defaults(func=cmd_tag)
 
     p = sub.add_parser("embed", help="extract embeddings to .npz (ids + float32 matrix) or .npy")
     _add_inference_args(p, DEFAULT_MODEL)
-    p.add_argument("--output", "-o", required=True, help="output .npz or .npy (written atomically; '-': stdout, .npz)")
+    p.add_argument("--output", "-o", required=True,
+                   help="output .npz or .npy (written atomically at the end; '-': stdout, .npz), or a directory "
+                   "(DIR/: .npy shards and an index written as files finish; ak.open_embeddings reads it)")  # fmt: skip
+    p.add_argument("--resume", action="store_true",
+                   help="continue a shard directory: skip the files it holds (same path, size and mtime)")  # fmt: skip
+    p.add_argument("--shard-rows", type=_count(1), default=8192,
+                   help="rows per shard of a directory output (they wait in memory until then, or 30 s)")  # fmt: skip
     p.add_argument("--layer", type=_embedding_layer,
                    help="embedding point: pre_logits (the default), pooled, a family's own name (cls, dist, mean, ...) "
                    "or a block index (0: the first block's input; negative counts back)")  # fmt: skip

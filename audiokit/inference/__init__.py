@@ -5,17 +5,20 @@
 Each stage is a module with one job: ``sources`` (paths, directories, patterns, file lists, read lazily),
 ``decode`` (DataLoader workers; long files block by block), ``window`` (spans of a signal), ``batch`` (equal-length
 windows grouped), ``forward`` (the backend interface and the eager PyTorch backend), ``aggregate`` (windows to a
-file's result; scores to labels), ``sinks`` (records, their formats, streamed and resumable outputs). ``placement``
-decides devices, decoding processes and CPU streams; ``runner`` wires the stages; ``api`` holds ``tag``, ``tag_to``
-and ``embed``.
+file's result; scores to labels), ``sinks`` (records, their formats, streamed and resumable outputs),
+``embedding_store`` (embedding shards and their index, written as they come, read lazily). ``placement``
+decides devices, decoding processes and CPU streams; ``runner`` wires the stages; ``api`` holds ``tag``, ``tag_to``,
+``embed`` and ``embed_to``.
 """
 
 from .aggregate import _check_selection as _check_selection
 from .aggregate import top_k as top_k
 from .api import DEFAULT_MODEL as DEFAULT_MODEL
 from .api import Embeddings as Embeddings
+from .api import EmbedRun as EmbedRun
 from .api import TagRun as TagRun
 from .api import embed as embed
+from .api import embed_to as embed_to
 from .api import load_model as load_model
 from .api import tag as tag
 from .api import tag_to as tag_to
@@ -24,6 +27,8 @@ from .batch import Batcher as Batcher
 from .decode import STREAM_SECONDS as STREAM_SECONDS
 from .decode import _AudioFiles as _AudioFiles
 from .decode import _Decoded as _Decoded
+from .embedding_store import EmbeddingStore as EmbeddingStore
+from .embedding_store import open_embeddings as open_embeddings
 from .forward import Backend as Backend
 from .forward import BatchHandle as BatchHandle
 from .forward import EagerBackend as EagerBackend

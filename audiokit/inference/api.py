@@ -1,4 +1,5 @@
-"""The library's entry points: ``tag``, ``tag_to`` (records streamed to a file, resumable) and ``embed``."""
+"""The library's entry points: ``tag``, ``tag_to`` (records streamed to a file, resumable), ``embed`` and ``embed_to``
+(shards written as they come, resumable)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from .._builder import is_directory_name, takes_label_texts
 from .._registry import get_pretrained_cfg, resolve_model_name
 from ..models._base import AudioClassifier
 from .aggregate import _check_selection
-from .results import Segment
+from .embedding_store import EMBED_FORMAT, FLUSH_SECONDS, SHARD_ROWS, EmbeddingShardWriter, row_ids
+from .results import FileResult, Segment
 from .runner import InferenceRunner
 from .sinks import open_tag_sink, tag_header, tag_record
 from .sources import iter_inputs
@@ -216,6 +218,7 @@ def embed(
     if frame_level and window is not None and hop is not None and hop < window:
         raise ValueError("frame-level embeddings need non-overlapping windows (hop >= window)")
     runner = InferenceRunner(net, mode=mode, window=window, hop=hop, layer=layer, **runner_kwargs)
+    kind = _row_kind(frame_level, window)
     ids: list[str] = []
     rows: list[np.ndarray] = []
     starts: list[float] = []
@@ -225,36 +228,121 @@ def embed(
         if not result.ok:
             errors[result.path] = result.error or "failed"
             continue
-        if frame_level:
-            step = net.frame_hop_seconds  # type: ignore[attr-defined]
-            segments = result.segments or []
-            if not segments and result.values is not None:
-                segments = [Segment(0.0, result.duration or 0.0, result.values)]
-            for seg in segments:
-                # A model whose frames depend on the input's length (HTS-AT stretches its input onto a fixed grid)
-                # gives their times itself; the others have a fixed hop.
-                spans = None
-                if hasattr(net, "frame_times"):
-                    spans = net.frame_times(round((seg.end - seg.start) * net.sample_rate)).tolist()
-                for i, row in enumerate(seg.values):
-                    start = seg.start + (spans[i][0] if spans else i * step)
-                    end = seg.start + spans[i][1] if spans else start + step
-                    ids.append(f"{result.path}@{start:.3f}")
-                    rows.append(row)
-                    starts.append(start)
-                    ends.append(min(end, seg.end))
-        elif window is not None:
-            for seg in result.segments:
-                ids.append(f"{result.path}@{seg.start:.3f}-{seg.end:.3f}")
-                rows.append(seg.values)
-                starts.append(seg.start)
-                ends.append(seg.end)
-        else:
-            assert result.values is not None and result.duration is not None
-            ids.append(result.path)
-            rows.append(result.values)
-            starts.append(0.0)
-            ends.append(result.duration)
-    width = rows[0].shape[-1] if rows else net.num_features
-    vectors = np.stack(rows).astype(np.float32) if rows else np.zeros((0, width), np.float32)
+        matrix, first, last = embedding_rows(result, net, kind)
+        ids += row_ids(result.path, first, last, kind)
+        rows.append(matrix)
+        starts += first
+        ends += last
+    vectors = np.concatenate(rows) if rows else np.zeros((0, net.num_features), np.float32)
     return Embeddings(ids, vectors, np.asarray(starts), np.asarray(ends), errors)
+
+
+def _row_kind(frame_level: bool, window: float | None) -> str:
+    return "frame" if frame_level else "window" if window is not None else "clip"
+
+
+def embedding_rows(result: FileResult, net: AudioClassifier, kind: str) -> tuple[np.ndarray, list[float], list[float]]:
+    """A file's rows (float32 ``(n, dim)``) with each row's start and end in seconds: one per clip, per window
+    (``kind`` "window") or per model frame ("frame")."""
+    if kind == "frame":
+        step = net.frame_hop_seconds  # type: ignore[attr-defined]
+        segments = result.segments or []
+        if not segments and result.values is not None:
+            segments = [Segment(0.0, result.duration or 0.0, result.values)]
+        rows, starts, ends = [], [], []
+        for seg in segments:
+            # A model whose frames depend on the input's length (HTS-AT stretches its input onto a fixed grid) gives
+            # their times itself; the others have a fixed hop.
+            spans = None
+            if hasattr(net, "frame_times"):
+                spans = net.frame_times(round((seg.end - seg.start) * net.sample_rate)).tolist()
+            for i in range(len(seg.values)):
+                start = seg.start + (spans[i][0] if spans else i * step)
+                end = seg.start + spans[i][1] if spans else start + step
+                starts.append(start)
+                ends.append(min(end, seg.end))
+            rows.append(np.asarray(seg.values, np.float32))
+        width = rows[0].shape[-1] if rows else net.num_features
+        return (np.concatenate(rows) if rows else np.zeros((0, width), np.float32)), starts, ends
+    if kind == "window":
+        segments = result.segments
+        matrix = np.stack([np.asarray(seg.values, np.float32) for seg in segments]) if segments else None
+        if matrix is None:
+            return np.zeros((0, net.num_features), np.float32), [], []
+        return matrix, [seg.start for seg in segments], [seg.end for seg in segments]
+    assert result.values is not None and result.duration is not None
+    return np.asarray(result.values, np.float32)[None], [0.0], [float(result.duration)]
+
+
+@dataclass
+class EmbedRun:
+    """What ``embed_to`` did: files ``written`` now, ``skipped`` (already there, unchanged), this run's ``errors`` and
+    the failures among the skipped (``earlier_errors``)."""
+
+    written: int = 0
+    skipped: int = 0
+    errors: list[str] = field(default_factory=list)
+    earlier_errors: int = 0
+
+
+def embed_to(
+    directory: str | os.PathLike[str],
+    inputs: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
+    model: AudioClassifier | str | None = None,
+    *,
+    resume: bool = False,
+    checkpoint_path: str | os.PathLike[str] | None = None,
+    window: float | None = None,
+    hop: float | None = None,
+    recursive: bool = False,
+    frame_level: bool = False,
+    layer: int | str | None = None,
+    shard_rows: int = SHARD_ROWS,
+    flush_seconds: float = FLUSH_SECONDS,
+    **runner_kwargs: Any,
+) -> EmbedRun:
+    """Embeddings of audio files into ``directory`` as they are computed: ``.npy`` shards and a JSONL index
+    (:mod:`audiokit.inference.embedding_store`), read back lazily with :func:`open_embeddings`.
+
+    ``inputs`` is read as the run goes. ``resume=True`` continues a directory written with the same model, weights
+    and settings (others are refused, ``ResumeError``): files recorded with their current size and mtime are
+    skipped, the rest redone. Rows as ``embed`` gives them.
+    """
+    if isinstance(inputs, (str, os.PathLike)):
+        inputs = [inputs]
+    net = load_model(model, checkpoint_path)
+    if frame_level and window is not None and hop is not None and hop < window:
+        raise ValueError("frame-level embeddings need non-overlapping windows (hop >= window)")
+    paths = iter_inputs(inputs, recursive)
+    first = next(paths, None)
+    if first is None:
+        raise ValueError("no input files")
+    runner = InferenceRunner(net, mode="frames" if frame_level else "embedding", window=window, hop=hop, layer=layer,
+                             **runner_kwargs)  # fmt: skip
+    from .. import __version__
+
+    settings = {
+        "layer": layer, "frame_level": frame_level, "window": window, "hop": runner.hop, "precision": runner.precision,
+        "preprocess_on": runner.preprocess_on, "stream_seconds": runner.stream_seconds,
+    }  # fmt: skip
+    header = {**tag_header(net, settings, __version__), "format": EMBED_FORMAT}
+    kind = _row_kind(frame_level, window)
+    writer = EmbeddingShardWriter(directory, header, resume=resume, shard_rows=shard_rows, flush_seconds=flush_seconds)
+    run = EmbedRun()
+    try:
+        todo = (p for p in itertools.chain([first], paths) if not writer.skip(p))
+        for result in runner.iter_results(todo):
+            record = {"path": result.path, "size": result.size, "mtime_ns": result.mtime_ns,
+                      "duration": result.duration, "error": result.error, "warnings": result.warnings}  # fmt: skip
+            if result.ok:
+                matrix, starts, ends = embedding_rows(result, net, kind)
+            else:
+                matrix, starts, ends = np.zeros((0, 0), np.float32), [], []
+                run.errors.append(result.error or f"{result.path}: failed")
+            writer.add({**record, "starts": starts, "ends": ends}, matrix)
+            run.written += 1
+        writer.finish()
+    finally:
+        writer.close()
+    run.skipped, run.earlier_errors = writer.skipped, writer.earlier_errors
+    return run
