@@ -224,6 +224,7 @@ def _tag_lines(args: argparse.Namespace) -> int:
     """``--format jsonl|csv``: a record per file, written and flushed as it finishes (in input order), the inputs read
     as the run goes; into a file behind a header, which ``--resume`` continues."""
     from .inference import load_model, tag_to
+    from .inference.shard import current_shard
     from .inference.sinks import is_file_output
 
     output = STDOUT if args.output is None else args.output
@@ -234,6 +235,9 @@ def _tag_lines(args: argparse.Namespace) -> int:
         check_output_path(output, _read_inputs(args, args.inputs), what="--output")
         if not args.resume and is_file_output(output) and Path(output).exists() and Path(output).stat().st_size:
             raise CliError(f"--output {output} already exists: --resume continues it, or remove it to start afresh")
+    shard = current_shard()
+    if shard.distributed:
+        return _tag_lines_sharded(args, output, names, shard)
     model = load_model(args.model, args.checkpoint, labels=_label_texts(args))
     _check_classifier(model, args)
     run = tag_to(output, names, model, format=args.format, resume=args.resume, top_k=args.top_k,
@@ -339,6 +343,44 @@ def _tag_events(args: argparse.Namespace) -> int:
             raise OutputWriteError(f"--output {args.output}: {err.strerror or err}") from None
         print(f"audiokit: wrote {args.output}", file=sys.stderr)
     return _report_failures(errors, count)
+
+
+def _tag_lines_sharded(args: argparse.Namespace, output: str, names: Iterable[str], shard: Any) -> int:
+    """Under torchrun: this rank's interleaved share of the files into its part of ``output``; rank 0 merges the
+    parts once every rank is done (audiokit.inference.shard)."""
+    from .inference import iter_inputs, load_model, tag_to
+    from .inference.shard import barrier, foreign_parts, merge_parts, part_path, share
+    from .inference.sinks import is_file_output
+
+    if output == STDOUT or not is_file_output(output):
+        raise CliError("under torchrun each process writes a part of --output FILE: give a regular file")
+    foreign = foreign_parts(output, shard)
+    if foreign:
+        raise CliError(f"--output {output}: parts of a job of another size are there ({', '.join(foreign[:3])}); "
+                       f"run with that many processes, or remove them")  # fmt: skip
+    part = part_path(output, shard)
+    if args.resume and Path(output).exists() and not Path(part).exists():
+        print(f"audiokit: {output} is already merged: nothing to resume", file=sys.stderr)
+        return EXIT_OK
+    if not args.resume and Path(part).exists():
+        raise CliError(f"{part} is there from an interrupted run: --resume continues it, or remove it")
+    device = args.device
+    if device == "auto":
+        import torch
+
+        device = f"cuda:{shard.local_rank}" if torch.cuda.is_available() else "cpu"
+    model = load_model(args.model, args.checkpoint, labels=_label_texts(args))
+    _check_classifier(model, args)
+    mine = share(iter_inputs(names, args.recursive), shard)
+    run = tag_to(part, mine, model, format=args.format, resume=args.resume, top_k=args.top_k,
+                 threshold=args.threshold, window=args.window, hop=args.hop, aggregate=args.aggregate,
+                 **{**_runner_kwargs(args), "device": device})  # fmt: skip
+    barrier(shard)
+    if shard.rank == 0:
+        count = merge_parts(output, args.format, shard.world_size)
+        print(f"audiokit: {output}: merged {count} record(s) from {shard.world_size} processes", file=sys.stderr)
+    barrier(shard)  # the others return once the merged output has landed
+    return _report_failures(run.errors, run.written + run.skipped, earlier=run.earlier_errors)
 
 
 def _label_texts(args: argparse.Namespace) -> list[str] | None:

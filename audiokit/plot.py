@@ -8,6 +8,7 @@ probability frames are drawn at their times, so an hour is as readable as 10 s.
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ._fileio import atomic_write
 from .events import Event
 
 MAX_COLUMNS = 2000
@@ -55,10 +57,8 @@ def plot_file(
     """Draw (and, with ``output``, save) the picture; returns the matplotlib figure. ``probabilities`` ``(frames,
     classes)`` over frame spans ``times`` ``(frames, 2)``; the ``top`` classes by peak probability are shown, and every
     class that has an event."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    # A Figure of its own, not pyplot's: no global backend switch, no figure left open in a notebook or a loop.
+    from matplotlib.figure import Figure
 
     probs = np.asarray(probabilities, np.float64)
     spans = np.asarray(times, np.float64)
@@ -70,10 +70,10 @@ def plot_file(
         if index not in shown:
             shown.append(index)
     image, _ = spectrogram_image(wave, sample_rate)
-    fig, (ax_spec, ax_probs, ax_events) = plt.subplots(
-        3, 1, sharex=True, figsize=(12, 2.5 + 0.45 * len(shown) + 0.3 * len(shown)),
-        gridspec_kw={"height_ratios": [3, max(1, len(shown)) * 0.45, max(1, len(shown)) * 0.3]},
-    )  # fmt: skip
+    fig = Figure(figsize=(12, 2.5 + 0.75 * len(shown)))
+    ax_spec, ax_probs, ax_events = fig.subplots(
+        3, 1, sharex=True, gridspec_kw={"height_ratios": [3, max(1, len(shown)) * 0.45, max(1, len(shown)) * 0.3]}
+    )
     ax_spec.imshow(image, origin="lower", aspect="auto", extent=(0, duration, 0, image.shape[0]), cmap="magma")
     ax_spec.set_ylabel("mel band")
     ax_spec.set_title(title)
@@ -94,12 +94,7 @@ def plot_file(
     ax_events.set_xlabel("time (s)")
     ax_events.set_ylabel("events")
     if output is not None:
-        import io
-
-        from ._fileio import atomic_write
-
         buffer = io.BytesIO()
         fig.savefig(buffer, format="png", dpi=100)
-        atomic_write(output, buffer.getvalue())
-        plt.close(fig)
+        atomic_write(output, buffer.getvalue())  # a killed run leaves the old picture or the new one, whole
     return fig
