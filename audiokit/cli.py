@@ -374,7 +374,7 @@ def _tag_lines_sharded(args: argparse.Namespace, output: str, names: Iterable[st
     mine = share(iter_inputs(names, args.recursive), shard)
     run = tag_to(part, mine, model, format=args.format, resume=args.resume, top_k=args.top_k,
                  threshold=args.threshold, window=args.window, hop=args.hop, aggregate=args.aggregate,
-                 **{**_runner_kwargs(args), "device": device})  # fmt: skip
+                 allow_empty=True, **{**_runner_kwargs(args), "device": device})  # fmt: skip
     barrier(shard)
     if shard.rank == 0:
         count = merge_parts(output, args.format, shard.world_size)

@@ -59,3 +59,11 @@ def test_resume_continues_the_parts(checkpoint, clips, tmp_path):
     assert sharded.read_bytes() == single.read_bytes()
     again = _torchrun(checkpoint, *good, "--format", "jsonl", "-o", sharded, "--resume")
     assert again.returncode == 0 and "already merged" in again.stderr
+
+
+def test_more_processes_than_files(checkpoint, clips, tmp_path):
+    single, sharded = tmp_path / "single.jsonl", tmp_path / "sharded.jsonl"
+    assert _cli(checkpoint, "tag", clips[0], "--format", "jsonl", "-o", single) == 0
+    done = _torchrun(checkpoint, clips[0], "--format", "jsonl", "-o", sharded)  # rank 1 has nothing to do
+    assert done.returncode == 0, done.stderr
+    assert sharded.read_bytes() == single.read_bytes()

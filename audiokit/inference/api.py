@@ -135,6 +135,7 @@ def tag_to(
     hop: float | None = None,
     recursive: bool = False,
     on_record: Callable[[dict[str, Any]], None] | None = None,
+    allow_empty: bool = False,
     **runner_kwargs: Any,
 ) -> TagRun:
     """Tag audio files into ``output`` (``format`` "jsonl" or "csv"), a record per file as it finishes, in input order.
@@ -144,6 +145,8 @@ def tag_to(
     settings. ``resume=True`` continues such a file: inputs already recorded, with the size and mtime recorded, are
     skipped, changed ones redone; another model or setting is refused (``ResumeError``). Without it an existing
     non-empty file is refused. ``on_record`` is called with each record once it is written. Record fields as ``tag``.
+    ``allow_empty``: no inputs write an output with its header only (a torchrun rank whose share is empty) instead
+    of raising.
     """
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
@@ -153,7 +156,7 @@ def tag_to(
         raise ValueError("this model has no classifier (num_classes=0): use embed() for embeddings")
     paths = iter_inputs(inputs, recursive)
     first = next(paths, None)
-    if first is None:
+    if first is None and not allow_empty:
         raise ValueError("no input files")
     runner = InferenceRunner(net, mode="scores", window=window, hop=hop, **runner_kwargs)
     from .. import __version__
@@ -165,7 +168,7 @@ def tag_to(
     sink = open_tag_sink(output, format, tag_header(net, settings, __version__), resume=resume)
     run = TagRun()
     try:
-        todo = itertools.chain([first], paths)
+        todo = itertools.chain([first] if first is not None else [], paths)
         if sink.resumable:
             todo = (p for p in todo if not sink.skip(p))
         for result in runner.iter_results(todo):
