@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from .._fileio import OutputPathError, OutputWriteError, _write_all, atomic_write
-from .sinks import ResumeError, _header_mismatch, _lock, jsonl_line
+from .sinks import ResumeError, _header_mismatch, _lock, jsonl_line, unchanged_since
 
 _logger = logging.getLogger(__name__)
 
@@ -171,12 +171,7 @@ class EmbeddingShardWriter:
         entry = self._recorded.get(str(path))
         if entry is None:
             return False
-        try:
-            st = os.stat(path)
-            now: tuple[int | None, int | None] = (st.st_size, st.st_mtime_ns)
-        except OSError:
-            now = (None, None)
-        if now == (entry.size, entry.mtime_ns):
+        if unchanged_since(path, entry.size, entry.mtime_ns):
             self.skipped += 1
             self.earlier_errors += entry.failed
             return True

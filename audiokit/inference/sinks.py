@@ -367,12 +367,7 @@ class ResumableFile(LineSink):
         entry = self._ledger.get(key)
         if entry is None:
             return False
-        try:
-            st = os.stat(path)
-            now: tuple[int | None, int | None] = (st.st_size, st.st_mtime_ns)
-        except OSError:
-            now = (None, None)
-        if now == (entry.size, entry.mtime_ns):
+        if unchanged_since(path, entry.size, entry.mtime_ns):
             self.skipped += 1
             self.earlier_errors += entry.failed
             return True
@@ -403,6 +398,17 @@ class ResumableFile(LineSink):
         kept.append(data[at:])
         atomic_write(self.path, b"".join(kept))
         self._superseded = []
+
+
+def unchanged_since(path: Path, size: int | None, mtime_ns: int | None) -> bool:
+    """Whether ``path`` still has the size and mtime a record gave it (a name that cannot be read any more matches a
+    record that could not read it either)."""
+    try:
+        st = os.stat(path)
+        now: tuple[int | None, int | None] = (st.st_size, st.st_mtime_ns)
+    except OSError:
+        now = (None, None)
+    return now == (size, mtime_ns)
 
 
 def _lock(fd: int, name: str) -> None:
