@@ -3,7 +3,6 @@
 __version__ = "0.1.0"
 
 from . import models as models
-from ._builder import CheckpointMismatchError as CheckpointMismatchError
 from ._builder import create_model as create_model
 from ._pretrained import FrontendCfg as FrontendCfg
 from ._pretrained import PretrainedCfg as PretrainedCfg
@@ -11,6 +10,7 @@ from ._registry import UnknownModelError as UnknownModelError
 from ._registry import get_pretrained_cfg as get_pretrained_cfg
 from ._registry import is_model as is_model
 from ._registry import list_models as list_models
+from ._weights import CheckpointMismatchError as CheckpointMismatchError
 from .audio import AudioLoadError as AudioLoadError
 from .audio import LogMelFrontend as LogMelFrontend
 from .audio import load_audio as load_audio

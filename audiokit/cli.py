@@ -881,9 +881,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     level = logging.WARNING - 10 * args.verbose
     logging.basicConfig(level=level, format="audiokit: %(levelname)s: %(message)s", stream=sys.stderr)
-    from ._builder import CheckpointMismatchError
     from ._hub import CheckpointLoadError, WeightsUnavailableError
     from ._registry import UnknownModelError
+    from ._weights import CheckpointMismatchError
     from .train.config import ConfigError
 
     try:

@@ -12,8 +12,8 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 
 import audiokit as ak
-from audiokit._builder import CheckpointMismatchError
 from audiokit._pretrained import FrontendCfg
+from audiokit._weights import CheckpointMismatchError
 from audiokit.audio.frontend import LogMelFrontend
 from audiokit.models import ast as ast_mod
 

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import audiokit as ak
-from audiokit._builder import CheckpointMismatchError
+from audiokit._weights import CheckpointMismatchError
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 

@@ -17,9 +17,9 @@ import pytest
 import torch
 
 import audiokit as ak
-from audiokit._builder import CheckpointMismatchError
 from audiokit._hf_hub import HubModelUnavailableError, parse_hub_name
 from audiokit._hub import CheckpointLoadError
+from audiokit._weights import CheckpointMismatchError
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 

@@ -18,7 +18,8 @@ from safetensors.torch import load_file, save_file
 
 import audiokit as ak
 from audiokit import FrontendCfg
-from audiokit._builder import CheckpointMismatchError, architecture_arguments
+from audiokit._builder import architecture_arguments
+from audiokit._weights import CheckpointMismatchError
 
 
 def _one_line(err: BaseException) -> str:

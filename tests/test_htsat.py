@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 import audiokit as ak
-from audiokit._builder import CheckpointMismatchError
+from audiokit._weights import CheckpointMismatchError
 from audiokit.layers import HeadConfig
 
 SR = 32000

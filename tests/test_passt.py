@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torchaudio.compliance import kaldi
 
 import audiokit as ak
-from audiokit._builder import CheckpointMismatchError
+from audiokit._weights import CheckpointMismatchError
 
 TINY = {"embed_dim": 64, "depth": 2, "num_heads": 4}
 HEADS = 4

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import ast
+from pathlib import Path
+
 import pytest
 
 import audiokit as ak
@@ -52,3 +55,29 @@ def test_audioset_labels_are_in_output_order():
 def test_create_model_rejects_wrong_label_count():
     with pytest.raises(ValueError, match="2 label names given for 3 classes"):
         ak.create_model("efficientat_mn01", num_classes=3, label_names=["a", "b"])
+
+
+def _imported_modules(path: Path) -> set[str]:
+    """Every module a source file imports, at any depth (function-level imports included), as absolute names."""
+    package = "audiokit." + ".".join(path.relative_to(Path(ak.__file__).parent).with_suffix("").parts[:-1])
+    package = package.rstrip(".")
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = package.split(".")[: len(package.split(".")) - node.level + 1] if node.level else []
+            module = ".".join([*base, node.module] if node.module else base)
+            names.add(module)
+            names |= {f"{module}.{alias.name}" for alias in node.names}
+    return names
+
+
+def test_model_families_sit_below_the_builder():
+    # The builder imports the model package; a family (or the weight fitting they share) importing the builder back,
+    # even inside a function, is the circle that made imports order-dependent.
+    root = Path(ak.__file__).parent
+    lower = [*sorted((root / "models").glob("*.py")), root / "_weights.py"]
+    offenders = {p.name for p in lower if "audiokit._builder" in _imported_modules(p)}
+    assert not offenders, offenders
+    assert "audiokit._weights.load_weights" in _imported_modules(root / "models" / "sat.py")  # the scan sees them

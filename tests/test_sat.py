@@ -19,7 +19,7 @@ import torch.nn.functional as F
 import torchaudio
 
 import audiokit as ak
-from audiokit._builder import CheckpointMismatchError
+from audiokit._weights import CheckpointMismatchError
 from audiokit.cli import main
 from audiokit.models.sat import load_release_checkpoint
 

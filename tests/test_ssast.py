@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torchaudio.compliance import kaldi
 
 import audiokit as ak
-from audiokit._builder import CheckpointMismatchError
+from audiokit._weights import CheckpointMismatchError
 from audiokit.models.ssast import CheckpointFamilyError, resize_pos_embed
 
 TINY = {"embed_dim": 64, "depth": 2, "num_heads": 2}
@@ -466,7 +466,7 @@ def test_registered_configs():
 @pytest.mark.slow
 def test_full_size_base_patch(caplog):
     """Base at full size: a release-layout state dict of 166 tensors loads strictly; a forward over 1024 frames."""
-    from audiokit._builder import load_weights
+    from audiokit._weights import load_weights
 
     model = ak.create_model("ssast_base_patch.ssl").eval()
     with caplog.at_level(logging.INFO, logger="audiokit.models.ssast"):

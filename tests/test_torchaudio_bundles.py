@@ -19,7 +19,7 @@ import pytest
 import torch
 
 import audiokit as ak
-from audiokit._builder import CheckpointMismatchError
+from audiokit._weights import CheckpointMismatchError
 from audiokit.models import wav2vec2 as w2v
 
 torchaudio = pytest.importorskip("torchaudio")

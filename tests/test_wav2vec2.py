@@ -11,8 +11,8 @@ import torch
 from safetensors.torch import save_file
 
 import audiokit as ak
-from audiokit._builder import CheckpointMismatchError
 from audiokit._hub import WeightsUnavailableError
+from audiokit._weights import CheckpointMismatchError
 from audiokit.models import wav2vec2 as w2v
 
 CONV = {"conv_dim": (8, 8, 8, 8, 8, 8, 8), "num_conv_pos_embeddings": 16, "num_conv_pos_embedding_groups": 4}

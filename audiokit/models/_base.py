@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from .._pretrained import FrontendCfg, PretrainedCfg
+from .._weights import save_pretrained_dir
 from ..audio.frontend import LogMelFrontend
 from ..layers import ClassifierHead, HeadConfig, get_output_activation, loss_for_output
 
@@ -284,7 +285,6 @@ class AudioClassifier(nn.Module):
     # -- persistence -----------------------------------------------------------------------------------------------
     def save_pretrained(self, directory: str | Path) -> Path:
         """Write ``config.json`` and ``model.safetensors``; ``create_model("local-dir:<directory>")`` reloads it."""
-        from .._builder import save_pretrained_dir
         from ..layers.fusion import is_batchnorm_folded
 
         if is_batchnorm_folded(self):

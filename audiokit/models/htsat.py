@@ -69,6 +69,7 @@ from torch import nn
 
 from .._pretrained import PretrainedCfg
 from .._registry import register_model, register_pretrained_cfgs
+from .._weights import CheckpointMismatchError
 from ..layers import HeadConfig
 from ._base import AudioClassifier
 from .panns import FRONTEND_32K
@@ -471,8 +472,6 @@ class HTSAT(AudioClassifier):
 # Checkpoints
 # ---------------------------------------------------------------------------------------------------------------------
 def _mismatch(message: str) -> Exception:
-    from .._builder import CheckpointMismatchError  # the builder imports the model package: imported when needed
-
     return CheckpointMismatchError(message)
 
 

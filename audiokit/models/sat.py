@@ -59,6 +59,7 @@ from torch import nn
 
 from .._pretrained import FrontendCfg, PretrainedCfg
 from .._registry import register_model, register_pretrained_cfgs
+from .._weights import load_weights
 from ..layers import HeadConfig
 from ..layers.transformer import drop_path_rates, vit_blocks
 from ._base import AudioClassifier
@@ -558,7 +559,6 @@ def load_release_checkpoint(model: SAT, path: str | os.PathLike[str]) -> None:
     """Load a release file (``{'model': ..., 'config': ...}`` or a bare state dict) into an existing model strictly,
     its ``config`` checked against the model's variant (``check_release_config``), as ``create_model(name,
     checkpoint_path=...)`` does."""
-    from .._builder import load_weights
     from .._hub import load_state_dict_file
 
     load_weights(model, load_state_dict_file(path), source=str(path))

@@ -44,6 +44,7 @@ from torch import nn
 
 from .._pretrained import FrontendCfg, PretrainedCfg
 from .._registry import list_models, register_model, register_pretrained_cfgs
+from .._weights import CheckpointMismatchError
 from ._base import AudioClassifier
 
 __all__ = [
@@ -294,8 +295,6 @@ class Wav2Vec2Classifier(AudioClassifier):
         state = _strip_wrapper(state)
         layer_norm_file = any(k.startswith(_TORCHAUDIO_LAYER_NORM_CONV) for k in state)
         if layer_norm_file != (self.config.feat_extract_norm == "layer"):
-            from .._builder import CheckpointMismatchError  # the builder imports the model package: imported here
-
             kind = "layer" if layer_norm_file else "group"
             raise CheckpointMismatchError(
                 f"{source}: a torchaudio bundle file with a {kind}-normalised feature encoder, not the "

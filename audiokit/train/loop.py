@@ -358,7 +358,7 @@ def fit(
     start_epoch, start_step, stale_epochs = 0, 0, 0
     last_dir, best_dir = out_dir / "last", out_dir / "best"
     if resume and (last_dir / STATE_NAME).is_file():
-        from .._builder import load_weights
+        from .._weights import load_weights
 
         state = torch.load(last_dir / STATE_NAME, map_location="cpu", weights_only=True)
         load_weights(model, state["model"], source=str(last_dir / STATE_NAME))
