@@ -292,7 +292,7 @@ def _resolve_registered(
         if not registered.url:
             raise WeightsUnavailableError(
                 f"{registered.name} has no downloadable weights ({registered.notes or 'none are published'}); "
-                "pass checkpoint_path= (Python) or --checkpoint FILE (CLI) with a file in the original layout"
+                "pass checkpoint_path= (Python) or --checkpoint-path FILE (CLI) with a file in the original layout"
             )
         weights = resolve_weights(
             registered.url,

@@ -93,7 +93,8 @@ class CheckpointLoadError(ValueError):
 
 def _advice() -> str:
     return (
-        "To use a local copy of the weights instead, pass `checkpoint_path=` (Python) or `--checkpoint FILE` (CLI); "
+        "To use a local copy of the weights instead, pass `checkpoint_path=` (Python) or `--checkpoint-path FILE` "
+        "(CLI); "
         "if offline mode is enabled and you want to download, unset AUDIOKIT_OFFLINE (and HF_HUB_OFFLINE)."
     )
 

@@ -44,18 +44,18 @@ def cmd_export(args: argparse.Namespace) -> int:
         from .export_transformers import check_destination
 
         local = args.model[len("local-dir:") :] if args.model.startswith("local-dir:") else None
-        sources = [p for p in (args.checkpoint, local) if p]
+        sources = [p for p in (args.checkpoint_path, local) if p]
         check_destination(args.output, overwrite=args.overwrite, inputs=sources)
     else:
         if args.output == STDOUT:
             raise CliError("--output must be a file: an exported model is binary")
-        inputs = [args.checkpoint] if args.checkpoint else []
+        inputs = [args.checkpoint_path] if args.checkpoint_path else []
         check_output_path(args.output, inputs, what="--output")
     from ._builder import create_model
 
     # Built first, outside the write's error handling: a missing or unreadable model is a usage error (exit 2), not a
     # failure to write the result (exit 3).
-    model = create_model(args.model, pretrained=args.checkpoint is None, checkpoint_path=args.checkpoint)
+    model = create_model(args.model, pretrained=args.checkpoint_path is None, checkpoint_path=args.checkpoint_path)
     try:
         if args.format == "transformers":
             path = export(model, args.output, args.format, batch_size=args.batch_size, overwrite=args.overwrite)
@@ -178,7 +178,7 @@ def _input_names(args: argparse.Namespace) -> Iterator[str]:
 
 def _read_inputs(args: argparse.Namespace, paths: Iterable[str | Path]) -> list[str | Path]:
     # Everything the run reads is an input: results written over the weights would be as lost as over the audio.
-    read = [*paths, *([args.checkpoint] if args.checkpoint else [])]
+    read = [*paths, *([args.checkpoint_path] if args.checkpoint_path else [])]
     if args.model.startswith("local-dir:"):
         read += list(Path(args.model[len("local-dir:") :]).expanduser().glob("*"))
     return read
@@ -210,7 +210,7 @@ def cmd_tag(args: argparse.Namespace) -> int:
         raise CliError("--resume continues a --format jsonl or csv --output (table and json are written whole, at "
                        "the end)")  # fmt: skip
     paths = _inputs_and_destination(args)
-    model = load_model(args.model, args.checkpoint, labels=_label_texts(args))
+    model = load_model(args.model, args.checkpoint_path, labels=_label_texts(args))
     _check_classifier(model, args)
     if args.stream:
         return _tag_stream(paths, model, args)
@@ -238,7 +238,7 @@ def _tag_lines(args: argparse.Namespace) -> int:
     shard = current_shard()
     if shard.distributed:
         return _tag_lines_sharded(args, output, names, shard)
-    model = load_model(args.model, args.checkpoint, labels=_label_texts(args))
+    model = load_model(args.model, args.checkpoint_path, labels=_label_texts(args))
     _check_classifier(model, args)
     run = tag_to(output, names, model, format=args.format, resume=args.resume, top_k=args.top_k,
                  threshold=args.threshold, window=args.window, hop=args.hop, recursive=args.recursive,
@@ -304,7 +304,7 @@ def _tag_events(args: argparse.Namespace) -> int:
         if len(paths) != 1:
             raise CliError(f"--plot draws one file; {len(paths)} were given")
         check_output_path(args.plot, _read_inputs(args, paths), what="--plot")
-    model = load_model(args.model, args.checkpoint, labels=_label_texts(args))
+    model = load_model(args.model, args.checkpoint_path, labels=_label_texts(args))
     _check_classifier(model, args)
     try:
         settings.thresholds_for(model.label_names)
@@ -369,7 +369,7 @@ def _tag_lines_sharded(args: argparse.Namespace, output: str, names: Iterable[st
         import torch
 
         device = f"cuda:{shard.local_rank}" if torch.cuda.is_available() else "cpu"
-    model = load_model(args.model, args.checkpoint, labels=_label_texts(args))
+    model = load_model(args.model, args.checkpoint_path, labels=_label_texts(args))
     _check_classifier(model, args)
     mine = share(iter_inputs(names, args.recursive), shard)
     run = tag_to(part, mine, model, format=args.format, resume=args.resume, top_k=args.top_k,
@@ -489,7 +489,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
     if args.output == STDOUT and sys.stdout.isatty():
         raise CliError("--output -: refusing to write a binary .npz to a terminal; redirect it or give a file name")
     paths = _inputs_and_destination(args)
-    model = load_model(args.model, args.checkpoint)
+    model = load_model(args.model, args.checkpoint_path)
     result = embed(paths, model, window=args.window, hop=args.hop, layer=args.layer, frame_level=args.frame_level,
                    **_runner_kwargs(args))  # fmt: skip
     suffix = Path(args.output).suffix.lower()
@@ -520,7 +520,7 @@ def _embed_shards(args: argparse.Namespace) -> int:
     if directory.exists() and not directory.is_dir():
         raise CliError(f"--output {args.output}: not a directory")
     names = _input_names(args)
-    model = load_model(args.model, args.checkpoint)
+    model = load_model(args.model, args.checkpoint_path)
     run = embed_to(directory, names, model, resume=args.resume, window=args.window, hop=args.hop,
                    recursive=args.recursive, frame_level=args.frame_level, layer=args.layer,
                    shard_rows=args.shard_rows, **_runner_kwargs(args))  # fmt: skip
@@ -562,7 +562,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     cfg = RunConfig.from_yaml(args.data, args.set)
     check_output_directory(args.report, what="--report")
-    model = load_model(args.model, args.checkpoint)
+    model = load_model(args.model, args.checkpoint_path)
     result = evaluate_model(model, cfg.data, args.report, fold=args.fold, batch_size=args.batch_size,
                             device=args.device, seed=cfg.train.seed)  # fmt: skip
     scalars = {k: v for k, v in result.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
@@ -711,7 +711,7 @@ def _add_inference_args(p: argparse.ArgumentParser, default_model: str) -> None:
         "--model", "-m", default=default_model,
         help=f"registered name, local-dir:PATH or hf-hub:ORG/NAME[@REVISION] (default {default_model})",
     )  # fmt: skip
-    p.add_argument("--checkpoint-path", "--checkpoint", dest="checkpoint", metavar="FILE",
+    p.add_argument("--checkpoint-path", "--checkpoint", dest="checkpoint_path", metavar="FILE",
                    help="a local weights file (original upstream layout or .safetensors); no download")  # fmt: skip
     p.add_argument("--recursive", "-r", action="store_true", help="descend into sub-directories")
     p.add_argument("--window", type=_positive_float, help="window length in seconds (per-window results)")
@@ -823,7 +823,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="export a model, frontend included, to ONNX, torch.export or TorchScript, or "
                        "as a transformers directory")  # fmt: skip
     p.add_argument("model", help="registered name, local-dir:PATH or hf-hub:ORG/NAME[@REVISION]")
-    p.add_argument("--checkpoint-path", "--checkpoint", dest="checkpoint", metavar="FILE",
+    p.add_argument("--checkpoint-path", "--checkpoint", dest="checkpoint_path", metavar="FILE",
                    help="a local weights file for a registered name (default: download)")  # fmt: skip
     p.add_argument("--format", choices=("onnx", "exported-program", "torchscript", "transformers"), default="onnx")
     p.add_argument("--output", "-o", required=True,
@@ -847,7 +847,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="score a model on a dataset split; write metrics, per-class CSV and plots")
     p.add_argument("--model", "-m", required=True, help="registered name, local-dir:PATH or hf-hub:ORG/NAME[@REVISION]")
-    p.add_argument("--checkpoint-path", "--checkpoint", dest="checkpoint", metavar="FILE",
+    p.add_argument("--checkpoint-path", "--checkpoint", dest="checkpoint_path", metavar="FILE",
                    help="a local weights file for a registered name")  # fmt: skip
     p.add_argument("--data", required=True, help="a fine-tuning YAML config whose data section names the dataset")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. data.root=/data")

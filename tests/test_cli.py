@@ -49,7 +49,7 @@ def _probs(model, path):
 def test_tag_json_matches_direct_model_call(capsys, checkpoint, model, make_wav):
     a = make_wav("a.wav", 2.0, rate=44100, channels=2)
     b = make_wav("b.wav", 1.5, rate=8000, kind="tone")
-    code, out, _ = run_cli(capsys, "tag", a, b, "--model", MODEL, "--checkpoint", checkpoint, "--format", "json",
+    code, out, _ = run_cli(capsys, "tag", a, b, "--model", MODEL, "--checkpoint-path", checkpoint, "--format", "json",
                            "--top-k", "3", "--num-workers", "0")  # fmt: skip
     assert code == 0
     records = json.loads(out)

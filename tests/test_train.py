@@ -49,6 +49,20 @@ def test_config_errors_name_the_key_and_allowed_values(tmp_path):
         RunConfig.from_dict({"data": {"kind": "folder"}}).validate()
 
 
+def test_checkpoint_path_has_one_spelling_and_the_old_one_as_an_alias(tmp_path):
+    # model.checkpoint_path, as checkpoint_path= in Python and --checkpoint-path on the command line; model.checkpoint
+    # (the spelling before) still reads, in files and in overrides, and never beside the new one.
+    assert RunConfig.from_dict({"model": {"checkpoint": "a.pt"}}).model.checkpoint_path == "a.pt"
+    with pytest.raises(ConfigError, match=r"'model\.checkpoint' and 'model\.checkpoint_path' are the same setting"):
+        RunConfig.from_dict({"model": {"checkpoint": "a.pt", "checkpoint_path": "b.pt"}})
+    path = tmp_path / "c.yaml"
+    path.write_text("model: {checkpoint_path: null}\ndata: {kind: esc50, root: /nowhere}\n")
+    assert RunConfig.from_yaml(path, ["model.checkpoint=b.pt"]).model.checkpoint_path == "b.pt"
+    path.write_text("model: {checkpoint: a.pt}\n")
+    assert RunConfig.from_yaml(path, ["model.checkpoint_path=b.pt"]).model.checkpoint_path == "b.pt"
+    assert "checkpoint" not in RunConfig.from_yaml(path).to_dict()["model"]  # a run's saved config: the one spelling
+
+
 @pytest.mark.parametrize("config", sorted((REPO / "configs").glob("*.yaml")), ids=lambda p: p.name)
 def test_shipped_configs_are_valid(config):
     cfg = RunConfig.from_yaml(config, ["data.root=/data"]).validate()
@@ -197,7 +211,7 @@ def test_fine_tuning_mn04_on_spoken_digits_beats_chance_by_far(tmp_path):
     manifest.write_text("\n".join(rows) + "\n")
     cfg = RunConfig.from_dict(
         {
-            "model": {"name": "efficientat_mn04.audioset", "checkpoint": str(checkpoint)},
+            "model": {"name": "efficientat_mn04.audioset", "checkpoint_path": str(checkpoint)},
             "data": {
                 "kind": "manifest",
                 "manifest": str(manifest),

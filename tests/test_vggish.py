@@ -322,5 +322,5 @@ def test_esc50_config_loads():
     from audiokit.train.config import RunConfig
 
     cfg = RunConfig.from_yaml(Path(__file__).resolve().parents[1] / "configs" / "esc50_vggish.yaml")
-    assert cfg.model.name == NAME and cfg.model.checkpoint is None and cfg.data.clip_seconds == 5.0
+    assert cfg.model.name == NAME and cfg.model.checkpoint_path is None and cfg.data.clip_seconds == 5.0
     assert cfg.train.optimizer.head_lr == 1e-3 and cfg.train.augment.roll_samples == 2000

@@ -290,8 +290,8 @@ _LICENSE = (
     "PARTY'S PATENT RIGHTS ARE GRANTED'). audiokit's implementation is independent; weights you train are yours."
 )
 _NOTES = (
-    "No official weights are published: pass checkpoint_path= (Python) or --checkpoint FILE (CLI) with a state dict "
-    "trained by the reference code (12-class Google Speech Commands protocol) or saved by save_pretrained. "
+    "No official weights are published: pass checkpoint_path= (Python) or --checkpoint-path FILE (CLI) with a state "
+    "dict trained by the reference code (12-class Google Speech Commands protocol) or saved by save_pretrained. "
     "Input is zero-padded to exactly 1 s; longer input raises (tag in 1 s windows)."
 )
 

@@ -585,7 +585,7 @@ default_cfgs: list[PretrainedCfg] = [
             "Weights are on Google Drive only: download one of HTSAT_AudioSet_Saved_1.ckpt ... _6.ckpt (the six "
             "models of upstream's ensemble; its README's quick start names _1, predict.py _6) or "
             f"htsat_audioset_pretrain.ckpt (gdown id 1OK8a5XuMVLyeVKF117L8pfxeZYdfSDZv) from {_DRIVE} and pass "
-            "checkpoint_path= (Python) or --checkpoint FILE (CLI); the PyTorch-Lightning file loads as it is. "
+            "checkpoint_path= (Python) or --checkpoint-path FILE (CLI); the PyTorch-Lightning file loads as it is. "
             "mAP 0.471 is the published single-model result (0.487 for the ensemble), evaluated by upstream on 10 "
             "time-shifted copies of each clip. The README also mentions ESC-50, Speech Commands and DESED "
             "checkpoints, but no file name for them appears in the repository, so none is registered."

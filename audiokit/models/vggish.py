@@ -352,7 +352,7 @@ default_cfgs: list[PretrainedCfg] = [
         notes=(
             "Pure embedder (num_classes 0): 128-d per 0.96 s example; embed() is the mean over a clip's examples, "
             "embed_frames() the per-example rows. Weights: download "
-            f"{WEIGHTS_URL} and pass checkpoint_path= (Python) or --checkpoint FILE (CLI); only the 8-hex prefix "
+            f"{WEIGHTS_URL} and pass checkpoint_path= (Python) or --checkpoint-path FILE (CLI); only the 8-hex prefix "
             "10086976 of its sha256 is known (torch.hub's file-name convention; upstream verifies nothing), so no "
             "hash is checked. PCA postprocessing (AudioSet-release style, 8-bit): postprocess=True, "
             f"pca_params_path= the file at {PCA_URL} (sha256 prefix 970ea276)."

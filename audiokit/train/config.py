@@ -65,7 +65,7 @@ Decibels = Annotated[float, Domain(-100, 100)]  # past +-100 dB is a typo; far p
 class ModelConfig:
     name: str = "efficientat_mn10.audioset"
     pretrained: bool = True
-    checkpoint: str | None = None  # a local weights file (original layout or ours); no download
+    checkpoint_path: str | None = None  # a local weights file (original layout or ours); no download (alias checkpoint)
     kwargs: dict[str, Any] = field(default_factory=dict)  # architecture arguments, e.g. {drop_rate: 0.0}
 
 
@@ -241,12 +241,17 @@ def apply_override(data: dict[str, Any], item: str) -> None:
     except yaml.YAMLError as err:
         raise ConfigError(f"--set {item!r}: the value is not valid YAML ({_yaml_problem(err)})") from None
     parts = key.strip().split(".")
+    canonical = _canonical_key(".".join(parts))
+    aliases = [alias for alias, target in KEY_ALIASES.items() if target == canonical]
+    parts = canonical.split(".")
     node = data
     for part in parts[:-1]:
         child = node.setdefault(part, {})
         if not isinstance(child, dict):
             raise ConfigError(f"--set {item!r}: {part!r} is not a section")
         node = child
+    for alias in aliases:  # an override under either spelling replaces the file's value under either spelling
+        node.pop(alias.split(".")[-1], None)
     node[parts[-1]] = value
 
 
@@ -368,9 +373,18 @@ def _field_types(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
+#: Other spellings a key is accepted under (the names before options had one spelling across Python, CLI and YAML).
+KEY_ALIASES: dict[str, str] = {"model.checkpoint": "model.checkpoint_path"}
+
+
+def _canonical_key(dotted: str) -> str:
+    return KEY_ALIASES.get(dotted, dotted)
+
+
 def _build(cls: type, data: Any, prefix: str) -> Any:
     if not isinstance(data, dict):
         raise ConfigError(f"{prefix.rstrip('.') or 'config'} must be a mapping, got {data!r}")
+    data = _resolve_aliases(data, prefix)
     hints = _field_types(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     unknown = sorted(set(data) - set(names), key=str)  # YAML keys may be numbers or null as well as strings
@@ -383,6 +397,20 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
         if name in data:
             kwargs[name] = _coerce(hints[name], data[name], f"{prefix}{name}")
     return cls(**kwargs)
+
+
+def _resolve_aliases(data: dict[Any, Any], prefix: str) -> dict[Any, Any]:
+    """``data`` with keys given under an alias renamed to their one spelling; both spellings at once is an error."""
+    resolved = dict(data)
+    for key in data:
+        canonical = _canonical_key(f"{prefix}{key}") if isinstance(key, str) else None
+        if canonical is None or canonical == f"{prefix}{key}":
+            continue
+        name = canonical[len(prefix) :]
+        if name in data:
+            raise ConfigError(f"'{prefix}{key}' and '{canonical}' are the same setting; give only '{canonical}'")
+        resolved[name] = resolved.pop(key)
+    return resolved
 
 
 def _coerce(kind: Any, value: Any, key: str) -> Any:

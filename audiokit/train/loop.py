@@ -700,8 +700,8 @@ def build_finetune_model(cfg: RunConfig, decoded: DecodedClips | ClipList) -> Au
     """The configured model with a new classifier for the dataset's classes (task set from the labels); the clips
     may be decoded or only listed, only their label names and task are read."""
     m = cfg.model
-    model = create_model(m.name, pretrained=m.pretrained and m.checkpoint is None, checkpoint_path=m.checkpoint,
-                         **m.kwargs)  # fmt: skip
+    pretrained = m.pretrained and m.checkpoint_path is None
+    model = create_model(m.name, pretrained=pretrained, checkpoint_path=m.checkpoint_path, **m.kwargs)
     task = "multilabel" if decoded.multilabel else "multiclass"
     model.pretrained_cfg = model.pretrained_cfg.replace(task=task, clip_seconds=cfg.data.clip_seconds)
     model.reset_classifier(len(decoded.label_names), decoded.label_names, head=cfg.head_config())
