@@ -15,6 +15,11 @@ Two measurements per model, on random weights (speed does not depend on the weig
   ``pipeline("audio-classification")`` with an AST saved locally (random weights); without ffmpeg on the machine the
   pipeline is given soundfile-decoded arrays with their sampling rate and resamples them itself.
 
+With the first model, two more rows, each run in fresh processes so that their peak RSS is their own: a long file
+(``--long-file-minutes``, streamed block by block) against a 10 s one, and many short files (``--many-files``, default
+1,000 and 10,000 one-second WAVs named in a list file and tagged to streamed JSONL, as ``audiokit tag --files-from
+LIST --format jsonl --output FILE``): files/s, and whether peak memory grows with the number of files.
+
 Every measurement is repeated in ``--rounds`` interleaved rounds (audiokit, model-only and peer once each per round)
 and the median is reported, with each round's value in the JSON: a shared machine's speed drifts by tens of percent
 within minutes, which one-after-the-other runs would mistake for a difference between the pipelines.
@@ -29,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import itertools
 import json
 import platform
 import resource
@@ -381,6 +387,72 @@ def bench_long_file(model_name: str, minutes: float, batch_size: int, device: st
             "audio_seconds_per_s": round(long["audio_seconds"] / long["seconds"], 1)}  # fmt: skip
 
 
+def write_short_files(directory: Path, count: int, seconds: float, rate: int = 16000) -> Path:
+    """``count`` mono 16-bit WAVs of ``seconds`` of noise, and a list file naming them one per line (the
+    ``--files-from`` input a job over an archive is given, since a shell glob breaks long before 10,000 names)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(2)
+    listing = directory / "files.txt"
+    with listing.open("w") as names:
+        for i in range(count):
+            path = directory / f"short_{i:06d}.wav"
+            noise = (0.1 * rng.standard_normal(round(seconds * rate))).astype(np.float32)
+            sf.write(path, noise, rate, subtype="PCM_16")
+            names.write(f"{path}\n")
+    return listing
+
+
+def _many_files_child(spec: str) -> int:
+    """Tag the first ``count`` names of a list into a JSONL file as ``audiokit tag --files-from LIST --format jsonl
+    --output FILE`` does (names read as the run goes, records streamed), in a fresh process so that its peak RSS
+    belongs to this job alone."""
+    job = json.loads(spec)
+    model = ak.create_model(job["model"]).eval()
+    fold_batchnorm_(model)
+
+    def names():
+        with open(job["list"]) as listing:
+            yield from (line.rstrip("\n") for line in itertools.islice(listing, job["count"]))
+
+    start = time.perf_counter()
+    run = ak.tag_to(job["output"], names(), model, batch_size=job["batch_size"], num_workers=job["num_workers"],
+                    device=job["device"])  # fmt: skip
+    elapsed = time.perf_counter() - start
+    assert run.written == job["count"] and not run.errors, (run.written, run.errors[:3])
+    # The main process's own peak: where records, queues and results accumulate if anything does. (Decoding workers
+    # are not summed in: RUSAGE_CHILDREN's maximum counts any process forked from here, find_library's included, at
+    # the size of this process when it forked.)
+    out = {"files": run.written, "seconds": round(elapsed, 2), "files_per_s": round(run.written / elapsed, 1),
+           "peak_rss_mb": round(own_peak_rss_mb(), 1)}  # fmt: skip
+    if torch.cuda.is_available() and job["device"].startswith("cuda"):
+        out["peak_cuda_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    print(json.dumps(out))
+    return 0
+
+
+def bench_many_files(model_name: str, counts: list[int], seconds: float, batch_size: int, num_workers: int,
+                     device: str, workdir: Path) -> dict:  # fmt: skip
+    """Tag ``counts`` short files (each count in its own process, streamed to JSONL): files/s and peak RSS, whose
+    ratio between the largest and the smallest count shows whether memory grows with the number of files."""
+    import subprocess
+
+    listing = write_short_files(workdir / "many", max(counts), seconds)
+    rows = {}
+    for count in counts:
+        output = workdir / f"many_{count}.jsonl"
+        spec = json.dumps({"model": model_name, "list": str(listing), "count": count, "output": str(output),
+                           "batch_size": batch_size, "num_workers": num_workers, "device": device})  # fmt: skip
+        done = subprocess.run([sys.executable, __file__, "--many-files-child", spec], capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"many-files run of {count} files failed:\n{done.stderr}")
+        rows[str(count)] = json.loads(done.stdout.strip().splitlines()[-1])
+        output.unlink()
+    small, large = rows[str(min(counts))], rows[str(max(counts))]
+    ratio = round(large["peak_rss_mb"] / small["peak_rss_mb"], 2)
+    return {"model": model_name, "clip_seconds": seconds, "batch_size": batch_size, "num_workers": num_workers,
+            "runs": rows, "rss_ratio_most_vs_fewest": ratio}  # fmt: skip
+
+
 def _median_run(runs: list[dict], key: str) -> dict:
     """The run with the median ``key`` (the lower middle one for an even count), with every run's value beside it."""
     ordered = sorted(runs, key=lambda run: run[key])
@@ -495,9 +567,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--long-file-minutes", type=float, default=60.0,
                         help="also tag a file this long with the first model, own process (0: skip)")  # fmt: skip
     parser.add_argument("--long-file-child", help=argparse.SUPPRESS)
+    parser.add_argument("--many-files", type=int, nargs="+", default=[1000, 10000], metavar="COUNT",
+                        help="also tag this many short files with the first model, each count in its own process "
+                        "(0: skip)")  # fmt: skip
+    parser.add_argument("--many-files-seconds", type=float, default=1.0, help="length of each short file")
+    parser.add_argument("--many-files-child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.long_file_child:
         return _long_file_child(args.long_file_child)
+    if args.many_files_child:
+        return _many_files_child(args.many_files_child)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
@@ -528,6 +607,12 @@ def main(argv: list[str] | None = None) -> int:
             row = bench_long_file(args.models[0], args.long_file_minutes, max(args.batch_sizes), str(device), Path(tmp))
             report["long_file"] = row
             print(f"long file: {row}", file=sys.stderr)
+        many = sorted({count for count in args.many_files if count > 0})
+        if many and args.models:
+            row = bench_many_files(args.models[0], many, args.many_files_seconds, max(args.batch_sizes),
+                                   args.workers[0], str(device), Path(tmp))  # fmt: skip
+            report["many_files"] = row
+            print(f"many short files: {row}", file=sys.stderr)
         if args.finetune:
             report["finetune"] = {}
         for name in args.finetune:
@@ -565,6 +650,13 @@ def main(argv: list[str] | None = None) -> int:
             lines.append(f"| {label} | {run['audio_seconds']} | {run['windows']} | {run['seconds']} | "
                          f"{run['peak_rss_mb']} |")  # fmt: skip
         lines.append(f"| peak RSS ratio (long / 10 s) | | | | {row['rss_ratio_long_vs_10s']} |")
+    if report.get("many_files"):
+        row = report["many_files"]
+        lines += ["", f"| short files ({row['model']}, {row['clip_seconds']:g} s each, batch {row['batch_size']}, "
+                  f"workers {row['num_workers']}) | wall s | files/s | peak RSS MB |", "|---|---|---|---|"]  # fmt: skip
+        for count, run in row["runs"].items():
+            lines.append(f"| {int(count):,} files | {run['seconds']} | {run['files_per_s']} | {run['peak_rss_mb']} |")
+        lines.append(f"| peak RSS ratio (most / fewest files) | | | {row['rss_ratio_most_vs_fewest']} |")
     if report.get("finetune"):
         lines += ["", "| fine-tune (1 epoch) | train clips x s | batch | workers | samples/s | data wait s | "
                   "data wait % | cache build s | peak RSS MB | peak CUDA MB | GPU util % |",

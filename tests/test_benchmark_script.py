@@ -17,7 +17,7 @@ def test_benchmark_writes_json_and_table(tmp_path):
     script = str(REPO / "scripts" / "benchmark.py")
     options = "--models efficientat_mn01 --files 2 --batch-sizes 2 --workers 0 --model-only-repeats 1 --device cpu"
     options += " --rounds 3 --cpu-streams 2"
-    options += " --long-file-minutes 0.5"
+    options += " --long-file-minutes 0.5 --many-files 3 12 --many-files-seconds 0.5"
     cmd = [sys.executable, script, *options.split(), "--output", str(out)]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
@@ -39,17 +39,24 @@ def test_benchmark_writes_json_and_table(tmp_path):
     assert long["rss_ratio_long_vs_10s"] == round(
         long["runs"]["0.5 min"]["peak_rss_mb"] / long["runs"]["10 s"]["peak_rss_mb"], 2
     )
+    many = report["many_files"]
+    assert many["model"] == "efficientat_mn01" and list(many["runs"]) == ["3", "12"] and many["clip_seconds"] == 0.5
+    assert [run["files"] for run in many["runs"].values()] == [3, 12]
+    assert many["rss_ratio_most_vs_fewest"] == round(
+        many["runs"]["12"]["peak_rss_mb"] / many["runs"]["3"]["peak_rss_mb"], 2
+    )
     table = out.with_suffix(".md").read_text()
     assert "efficientat_mn01 (peer: librosa.load + forward per file)" in table
     assert "| efficientat_mn01 | 2 | 0 | 2 |" in table
     assert "| peak RSS ratio (long / 10 s) |" in table
+    assert "| 12 files |" in table and "| peak RSS ratio (most / fewest files) |" in table
 
 
 def test_benchmark_finetune_writes_throughput_and_data_wait(tmp_path):
     out = tmp_path / "bench.json"
     script = str(REPO / "scripts" / "benchmark.py")
     tagging = "--models efficientat_mn01 --files 1 --batch-sizes 1 --workers 0 --model-only-repeats 1 --no-peers"
-    tagging += " --long-file-minutes 0"  # and the default --cpu-streams: the row gives the count the runner chose
+    tagging += " --long-file-minutes 0 --many-files 0"  # and the default --cpu-streams: the row gives the count the runner chose
     tagging += " --backends eager onnxruntime"
     finetune = "--finetune bcresnet_1 --finetune-clips 16 --finetune-seconds 1 --finetune-batch-size 4"
     cmd = [sys.executable, script, *tagging.split(), *finetune.split(), "--finetune-workers", "0", "--device", "cpu",
