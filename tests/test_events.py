@@ -8,6 +8,7 @@ import json
 
 import numpy as np
 import pytest
+import soundfile as sf
 import torch
 
 import audiokit as ak
@@ -388,3 +389,31 @@ def test_evaluate_events_command(tmp_path, capsys):
     assert "positive duration" in capsys.readouterr().err
     assert main(["evaluate-events", str(tmp_path / "none.jsonl"), str(reference)]) == 2
     assert "none.jsonl" in capsys.readouterr().err
+
+
+def test_events_of_a_constructed_recording_through_the_released_model(tmp_path):
+    # Spoken digits from 2 to 6 s and a 1 kHz tone from 10 to 13 s in near-silence, tagged by the released EfficientAT
+    # mn04 in 1 s windows every 0.25 s: one Speech and one Sine wave event, each within half a window of the truth
+    # (a window's scores sit at its centre), and nothing in the silence around them.
+    from tests.conftest import FSDD, MN04_CHECKPOINT, require_shared
+
+    model = ak.create_model("efficientat_mn04.audioset", checkpoint_path=require_shared(MN04_CHECKPOINT)).eval()
+    rate = 32000
+    digits = [
+        ak.load_audio(p, sample_rate=rate).reshape(-1).numpy()
+        for p in sorted(require_shared(FSDD).glob("*_jackson_*.wav"))[:12]
+    ]
+    speech = np.concatenate(digits)[: 4 * rate]
+    signal = 1e-4 * np.random.default_rng(0).standard_normal(16 * rate).astype(np.float32)
+    signal[2 * rate : 6 * rate] += 0.5 * speech / np.abs(speech).max()
+    signal[10 * rate : 13 * rate] += 0.3 * np.sin(2 * np.pi * 1000 * np.arange(3 * rate) / rate).astype(np.float32)
+    path = tmp_path / "scene.wav"
+    sf.write(path, signal, rate)
+    ((result, events),) = iter_file_events([path], model, EventSettings(), window=1.0, hop=0.25, num_workers=0)
+    assert result.ok
+    truth = {"Speech": (2.0, 6.0), "Sine wave": (10.0, 13.0)}
+    for label, (onset, offset) in truth.items():
+        (event,) = [e for e in events if e.label == label]
+        assert abs(event.onset - onset) <= 0.5 and abs(event.offset - offset) <= 0.5, event
+    for event in events:  # "Beep, bleep" may join the tone; nothing may start or end in the silence
+        assert any(on - 0.5 <= event.onset and event.offset <= off + 0.5 for on, off in truth.values()), event
