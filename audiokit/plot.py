@@ -70,7 +70,7 @@ def plot_file(
         if index not in shown:
             shown.append(index)
     image, _ = spectrogram_image(wave, sample_rate)
-    fig = Figure(figsize=(12, 2.5 + 0.75 * len(shown)))
+    fig = Figure(figsize=(12, 2.5 + 0.75 * len(shown)), layout="constrained")  # room for long class names
     ax_spec, ax_probs, ax_events = fig.subplots(
         3, 1, sharex=True, gridspec_kw={"height_ratios": [3, max(1, len(shown)) * 0.45, max(1, len(shown)) * 0.3]}
     )
@@ -83,7 +83,7 @@ def plot_file(
     mesh = ax_probs.pcolormesh(edges, np.arange(len(shown) + 1), heat, vmin=0, vmax=1, cmap="viridis")
     ax_probs.set_yticks(np.arange(len(shown)) + 0.5, [label_names[i] for i in shown], fontsize=8)
     ax_probs.invert_yaxis()
-    fig.colorbar(mesh, ax=[ax_spec, ax_probs, ax_events], fraction=0.02, pad=0.01, label="probability")
+    fig.colorbar(mesh, ax=[ax_spec, ax_probs, ax_events], fraction=0.02, label="probability")
     rows = {index: row for row, index in enumerate(shown)}
     for event in events:
         row = rows[list(label_names).index(event.label)]
