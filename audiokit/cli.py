@@ -364,11 +364,7 @@ def _tag_lines_sharded(args: argparse.Namespace, output: str, names: Iterable[st
         return EXIT_OK
     if not args.resume and Path(part).exists():
         raise CliError(f"{part} is there from an interrupted run: --resume continues it, or remove it")
-    device = args.device
-    if device == "auto":
-        import torch
-
-        device = f"cuda:{shard.local_rank}" if torch.cuda.is_available() else "cpu"
+    device = _rank_device(args, shard)
     model = load_model(args.model, args.checkpoint_path, labels=_label_texts(args))
     _check_classifier(model, args)
     mine = share(iter_inputs(names, args.recursive), shard)
@@ -515,11 +511,15 @@ def _embed_shards(args: argparse.Namespace) -> int:
     """``--output DIR/``: shards and an index written as files finish, the inputs read as the run goes;
     ``--resume`` continues the directory."""
     from .inference import embed_to, load_model
+    from .inference.shard import current_shard
 
     directory = Path(args.output)
     if directory.exists() and not directory.is_dir():
         raise CliError(f"--output {args.output}: not a directory")
     names = _input_names(args)
+    shard = current_shard()
+    if shard.distributed:
+        return _embed_shards_sharded(args, directory, names, shard)
     model = load_model(args.model, args.checkpoint_path)
     run = embed_to(directory, names, model, resume=args.resume, window=args.window, hop=args.hop,
                    recursive=args.recursive, frame_level=args.frame_level, layer=args.layer,
@@ -527,6 +527,48 @@ def _embed_shards(args: argparse.Namespace) -> int:
     print(f"audiokit: {args.output}: {run.written} file(s) embedded now"
           + (f", {run.skipped} already there" if args.resume else ""), file=sys.stderr)  # fmt: skip
     return _report_failures(run.errors, run.written + run.skipped, earlier=run.earlier_errors)
+
+
+def _embed_shards_sharded(args: argparse.Namespace, directory: Path, names: Iterable[str], shard: Any) -> int:
+    """Under torchrun: this rank's interleaved share of the files into its own shard directory inside ``directory``;
+    rank 0 merges them once every rank is done (audiokit.inference.shard)."""
+    from .inference import embed_to, iter_inputs, load_model
+    from .inference.embedding_store import INDEX_NAME
+    from .inference.shard import barrier, foreign_part_directories, merge_embedding_parts, part_directory, share
+
+    foreign = foreign_part_directories(directory, shard)
+    if foreign:
+        raise CliError(f"--output {directory}: parts of a job of another size are there ({', '.join(foreign[:3])}); "
+                       f"run with that many processes, or remove them")  # fmt: skip
+    part = part_directory(directory, shard)
+    merged = (directory / INDEX_NAME).exists()
+    if merged and not part.exists():
+        if args.resume:
+            print(f"audiokit: {directory} is already merged: nothing to resume", file=sys.stderr)
+            return EXIT_OK
+        raise CliError(f"--output {directory} already holds embeddings ({INDEX_NAME}): remove it to start afresh")
+    if not args.resume and part.exists():
+        raise CliError(f"{part} is there from an interrupted run: --resume continues it, or remove it")
+    model = load_model(args.model, args.checkpoint_path)
+    mine = share(iter_inputs(names, args.recursive), shard)
+    run = embed_to(part, mine, model, resume=args.resume, window=args.window, hop=args.hop,
+                   frame_level=args.frame_level, layer=args.layer, shard_rows=args.shard_rows, allow_empty=True,
+                   **{**_runner_kwargs(args), "device": _rank_device(args, shard)})  # fmt: skip
+    barrier(shard)
+    if shard.rank == 0:
+        count = merge_embedding_parts(directory, shard.world_size)
+        print(f"audiokit: {directory}: merged {count} record(s) from {shard.world_size} processes", file=sys.stderr)
+    barrier(shard)  # the others return once the merged index has landed
+    return _report_failures(run.errors, run.written + run.skipped, earlier=run.earlier_errors)
+
+
+def _rank_device(args: argparse.Namespace, shard: Any) -> str:
+    """``--device auto`` under torchrun: this rank's own GPU (its LOCAL_RANK), else the CPU."""
+    if args.device != "auto":
+        return args.device
+    import torch
+
+    return f"cuda:{shard.local_rank}" if torch.cuda.is_available() else "cpu"
 
 
 # -- finetune ----------------------------------------------------------------------------------------------------------

@@ -302,6 +302,7 @@ def embed_to(
     layer: int | str | None = None,
     shard_rows: int = SHARD_ROWS,
     flush_seconds: float = FLUSH_SECONDS,
+    allow_empty: bool = False,
     **runner_kwargs: Any,
 ) -> EmbedRun:
     """Embeddings of audio files into ``directory`` as they are computed: ``.npy`` shards and a JSONL index
@@ -309,7 +310,8 @@ def embed_to(
 
     ``inputs`` is read as the run goes. ``resume=True`` continues a directory written with the same model, weights
     and settings (others are refused, ``ResumeError``): files recorded with their current size and mtime are
-    skipped, the rest redone. Rows as ``embed`` gives them.
+    skipped, the rest redone. Rows as ``embed`` gives them. ``allow_empty``: no inputs write a directory with its
+    index header only (a torchrun rank whose share is empty) instead of raising.
     """
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
@@ -318,7 +320,7 @@ def embed_to(
         raise ValueError("frame-level embeddings need non-overlapping windows (hop >= window)")
     paths = iter_inputs(inputs, recursive)
     first = next(paths, None)
-    if first is None:
+    if first is None and not allow_empty:
         raise ValueError("no input files")
     runner = InferenceRunner(net, mode="frames" if frame_level else "embedding", window=window, hop=hop, layer=layer,
                              **runner_kwargs)  # fmt: skip
@@ -333,7 +335,8 @@ def embed_to(
     writer = EmbeddingShardWriter(directory, header, resume=resume, shard_rows=shard_rows, flush_seconds=flush_seconds)
     run = EmbedRun()
     try:
-        todo = (p for p in itertools.chain([first], paths) if not writer.skip(p))
+        given = itertools.chain([first] if first is not None else [], paths)
+        todo = (p for p in given if not writer.skip(p))
         for result in runner.iter_results(todo):
             record = {"path": result.path, "size": result.size, "mtime_ns": result.mtime_ns,
                       "duration": result.duration, "error": result.error, "warnings": result.warnings}  # fmt: skip
