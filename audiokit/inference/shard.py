@@ -38,6 +38,8 @@ _PART = re.compile(r"part-(\d+)-of-(\d+)")
 
 @dataclass(frozen=True)
 class Shard:
+    """A process's place in a ``torchrun`` job (tagging, embedding and fine-tuning alike)."""
+
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
@@ -45,6 +47,10 @@ class Shard:
     @property
     def distributed(self) -> bool:
         return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
 
 
 def current_shard() -> Shard:

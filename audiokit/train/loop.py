@@ -32,6 +32,7 @@ from torch.utils.data import DataLoader
 
 from .._builder import create_model
 from .._fileio import atomic_write, to_json
+from ..inference.shard import Shard, current_shard
 from ..models._base import AudioClassifier
 from .config import ConfigError, RunConfig, TrainConfig, check_output_directory, check_values
 from .data import ClipDataset, ClipList, DecodedClips, decode_clips, default_cache_dir, holdout_split, read_clips
@@ -42,28 +43,17 @@ STATE_NAME = "trainer_state.pt"
 
 
 # -- distributed ------------------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class DistInfo:
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def init_distributed(device_kind: str) -> DistInfo:
+def init_distributed(device_kind: str) -> Shard:
     """Join the process group that ``torchrun`` describes in the environment (a no-op for a single process)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return DistInfo()
+    shard = current_shard()
+    if not shard.distributed:
+        return shard
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device_kind == "cuda" else "gloo")
-    return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+    return Shard(dist.get_rank(), dist.get_world_size(), shard.local_rank)
 
 
-def _broadcast(value: Any, info: DistInfo) -> Any:
+def _broadcast(value: Any, info: Shard) -> Any:
     if info.world_size == 1:
         return value
     box = [value]
@@ -259,7 +249,7 @@ class FitResult:
         return self.history[-1][f"val_{self.metric_name}"] if self.history else float("nan")
 
 
-def _device_for(cfg: TrainConfig, info: DistInfo) -> torch.device:
+def _device_for(cfg: TrainConfig, info: Shard) -> torch.device:
     want = cfg.device
     if want == "auto":
         want = "cuda" if torch.cuda.is_available() else "cpu"
@@ -650,7 +640,7 @@ def _remove_unstarted_run(run_dir: Path, split_names: list[str]) -> None:
 
 
 def _run_splits(cfg: RunConfig, run_dir: Path, splits: dict[str, tuple[list[int], list[int]]],
-                decoded: DecodedClips, info: DistInfo, *, resume: bool, progress: bool) -> dict[str, Any]:  # fmt: skip
+                decoded: DecodedClips, info: Shard, *, resume: bool, progress: bool) -> dict[str, Any]:  # fmt: skip
     fold_summaries = {}
     for name, (train_rows, val_rows) in splits.items():
         fold_dir = run_dir / name
