@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import itertools
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .. import __version__
 from .._builder import is_directory_name, takes_label_texts
 from .._registry import get_pretrained_cfg, resolve_model_name
 from ..models._base import AudioClassifier
@@ -148,27 +150,16 @@ def tag_to(
     ``allow_empty``: no inputs write an output with its header only (a torchrun rank whose share is empty) instead
     of raising.
     """
-    if isinstance(inputs, (str, os.PathLike)):
-        inputs = [inputs]
     _check_selection(top_k, threshold)
     net = load_model(model, checkpoint_path)
     if net.num_classes == 0:
         raise ValueError("this model has no classifier (num_classes=0): use embed() for embeddings")
-    paths = iter_inputs(inputs, recursive)
-    first = next(paths, None)
-    if first is None and not allow_empty:
-        raise ValueError("no input files")
+    todo = _streamed_inputs(inputs, recursive, allow_empty)
     runner = InferenceRunner(net, mode="scores", window=window, hop=hop, **runner_kwargs)
-    from .. import __version__
-
-    settings = {
-        "window": window, "hop": runner.hop, "aggregate": runner.aggregate, "top_k": top_k, "threshold": threshold,
-        "precision": runner.precision, "preprocess_on": runner.preprocess_on, "stream_seconds": runner.stream_seconds,
-    }  # fmt: skip
+    settings = _recorded_settings(runner, window=window, aggregate=runner.aggregate, top_k=top_k, threshold=threshold)
     sink = open_tag_sink(output, format, tag_header(net, settings, __version__), resume=resume)
     run = TagRun()
     try:
-        todo = itertools.chain([first] if first is not None else [], paths)
         if sink.resumable:
             todo = (p for p in todo if not sink.skip(p))
         for result in runner.iter_results(todo):
@@ -184,6 +175,26 @@ def tag_to(
         sink.close()
     run.skipped, run.earlier_errors = sink.skipped, sink.earlier_errors
     return run
+
+
+def _streamed_inputs(
+    inputs: str | os.PathLike[str] | Iterable[str | os.PathLike[str]], recursive: bool, allow_empty: bool
+) -> Iterator[Path]:
+    """The input files, read as the run goes; the first is looked for at once, so that none is an error up front
+    (unless ``allow_empty``: a torchrun rank whose share is empty)."""
+    if isinstance(inputs, (str, os.PathLike)):
+        inputs = [inputs]
+    paths = iter_inputs(inputs, recursive)
+    first = next(paths, None)
+    if first is None and not allow_empty:
+        raise ValueError("no input files")
+    return itertools.chain([first] if first is not None else [], paths)
+
+
+def _recorded_settings(runner: InferenceRunner, **specific: Any) -> dict[str, Any]:
+    """What an output's header records besides the model: ``--resume`` refuses to continue under other values."""
+    return {**specific, "hop": runner.hop, "precision": runner.precision, "preprocess_on": runner.preprocess_on,
+            "stream_seconds": runner.stream_seconds}  # fmt: skip
 
 
 @dataclass
@@ -313,29 +324,18 @@ def embed_to(
     skipped, the rest redone. Rows as ``embed`` gives them. ``allow_empty``: no inputs write a directory with its
     index header only (a torchrun rank whose share is empty) instead of raising.
     """
-    if isinstance(inputs, (str, os.PathLike)):
-        inputs = [inputs]
     net = load_model(model, checkpoint_path)
     if frame_level and window is not None and hop is not None and hop < window:
         raise ValueError("frame-level embeddings need non-overlapping windows (hop >= window)")
-    paths = iter_inputs(inputs, recursive)
-    first = next(paths, None)
-    if first is None and not allow_empty:
-        raise ValueError("no input files")
+    given = _streamed_inputs(inputs, recursive, allow_empty)
     runner = InferenceRunner(net, mode="frames" if frame_level else "embedding", window=window, hop=hop, layer=layer,
                              **runner_kwargs)  # fmt: skip
-    from .. import __version__
-
-    settings = {
-        "layer": layer, "frame_level": frame_level, "window": window, "hop": runner.hop, "precision": runner.precision,
-        "preprocess_on": runner.preprocess_on, "stream_seconds": runner.stream_seconds,
-    }  # fmt: skip
+    settings = _recorded_settings(runner, layer=layer, frame_level=frame_level, window=window)
     header = {**tag_header(net, settings, __version__), "format": EMBED_FORMAT}
     kind = _row_kind(frame_level, window)
     writer = EmbeddingShardWriter(directory, header, resume=resume, shard_rows=shard_rows, flush_seconds=flush_seconds)
     run = EmbedRun()
     try:
-        given = itertools.chain([first] if first is not None else [], paths)
         todo = (p for p in given if not writer.skip(p))
         for result in runner.iter_results(todo):
             record = {"path": result.path, "size": result.size, "mtime_ns": result.mtime_ns,
