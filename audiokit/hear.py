@@ -88,7 +88,7 @@ class HearModel(nn.Module):
         limit = model.max_samples
         self.scene_window = limit
         self.scene_hop = round((scene_hop or limit / 2 / model.sample_rate) * model.sample_rate) if limit else None
-        self.native_frames = hasattr(model, "embed_frames") and hasattr(model, "frame_hop_seconds")
+        self.native_frames = model.has_frame_embeddings
         probe = torch.zeros(1, max(model.min_samples, round(0.5 * model.sample_rate)), device=self._probe_device())
         self.scene_embedding_size = int(self._embed(probe).shape[-1])
         self.timestamp_embedding_size = (
@@ -100,7 +100,7 @@ class HearModel(nn.Module):
         return self.model.embed(x) if self.layer is None else self.model.embed(x, layer=self.layer)  # type: ignore[call-arg]
 
     def _embed_frames(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model.embed_frames(x, layer=self.layer)  # type: ignore[operator]
+        return self.model.embed_frames(x, layer=self.layer).embeddings
 
     def _in_batches(self, fn: Any, x: torch.Tensor) -> torch.Tensor:
         return torch.cat([fn(x[i : i + self.batch_size].contiguous()) for i in range(0, x.shape[0], self.batch_size)])
@@ -126,10 +126,7 @@ class HearModel(nn.Module):
 
     def _frame_centres(self, num_samples: int, count: int) -> torch.Tensor:
         """Centres in seconds of the ``count`` frames ``embed_frames`` gave for ``num_samples``."""
-        if hasattr(self.model, "frame_times"):  # frames that depend on the length (HTS-AT): their own times
-            return self.model.frame_times(num_samples).mean(dim=1)  # type: ignore[operator]
-        step = float(self.model.frame_hop_seconds)  # type: ignore[attr-defined]
-        return (torch.arange(count, dtype=torch.float64) + 0.5) * step
+        return self.model.frame_centres(num_samples, count)
 
     def _probe_device(self) -> torch.device:
         reference = next(self.model.parameters(), None)

@@ -56,7 +56,8 @@ def test_benchmark_finetune_writes_throughput_and_data_wait(tmp_path):
     out = tmp_path / "bench.json"
     script = str(REPO / "scripts" / "benchmark.py")
     tagging = "--models efficientat_mn01 --files 1 --batch-sizes 1 --workers 0 --model-only-repeats 1 --no-peers"
-    tagging += " --long-file-minutes 0 --many-files 0"  # and the default --cpu-streams: the row gives the count the runner chose
+    # and the default --cpu-streams: the row gives the count the runner chose
+    tagging += " --long-file-minutes 0 --many-files 0"
     tagging += " --backends eager onnxruntime"
     finetune = "--finetune bcresnet_1 --finetune-clips 16 --finetune-seconds 1 --finetune-batch-size 4"
     cmd = [sys.executable, script, *tagging.split(), *finetune.split(), "--finetune-workers", "0", "--device", "cpu",

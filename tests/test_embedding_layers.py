@@ -212,7 +212,7 @@ def test_ssast_tokens_blocks_and_frame_layers_agree():
     rows, columns = model.patch_grid
     for k in (0, 2, -1):
         per_column = _mean(states[k % 3][0][:, 2:].reshape(2, rows, columns, -1), (1,))
-        frames = model.embed_frames(wave, layer=k)
+        frames = model.embed_frames(wave, layer=k).embeddings
         _assert_close(frames, per_column[:, : frames.shape[1]])
 
 

@@ -97,7 +97,7 @@ def test_native_frames_and_windowed_scenes_of_a_fixed_input_model():
     short = audio[:, : 3 * 44100]
     frames, times = hear.get_timestamp_embeddings(short, model)
     with torch.no_grad():
-        torch.testing.assert_close(frames, net.embed_frames(model.to_model_rate(short)))
+        torch.testing.assert_close(frames, net.embed_frames(model.to_model_rate(short)).embeddings)
     assert times[0, :3].tolist() == pytest.approx([50.0, 150.0, 250.0])
 
 
@@ -157,10 +157,10 @@ def test_long_sounds_on_fixed_input_models_get_frames_to_the_end():
     x = model.to_model_rate(audio)
     width = net.max_samples
     with torch.no_grad():
-        first = net.embed_frames(x[:, :width])  # columns 0..98, centred at 0.05 .. 9.85 s
-        second = net.embed_frames(x[:, 160000 : 160000 + width])  # starts at 5.0 s
+        first = net.embed_frames(x[:, :width]).embeddings  # columns 0..98, centred at 0.05 .. 9.85 s
+        second = net.embed_frames(x[:, 160000 : 160000 + width]).embeddings  # starts at 5.0 s
         # The window at 15 s ends its frames at 24.85 s, so a fifth one, at 20 s and padded, covers 24.95 s.
-        last = net.embed_frames(torch.nn.functional.pad(x[:, 640000:], (0, 640000 + width - x.shape[1])))
+        last = net.embed_frames(torch.nn.functional.pad(x[:, 640000:], (0, 640000 + width - x.shape[1]))).embeddings
     torch.testing.assert_close(frames[:, 10], first[:, 10])  # 1.05 s: only the first window has it
     torch.testing.assert_close(frames[:, 80], second[:, 30])  # 8.05 s: nearer the centre of the window at 5 s
     torch.testing.assert_close(frames[:, 249], last[:, 249 - 200])  # 24.95 s: the last window, zero-padded

@@ -317,7 +317,8 @@ def test_lightning_checkpoint_parity(seconds, frames, release):
     wave = _wave(seconds)
     assert model.frontend_cfg.num_frames(wave.shape[1]) == frames
     with torch.no_grad():  # embed is the mean of embed_frames (test_frame_outputs_average_to_the_clip_outputs)
-        logits, frame_logits, frame_embeddings = model(wave), model.forward_frames(wave), model.embed_frames(wave)
+        logits, frame_logits = model(wave), model.forward_frames(wave)
+        frame_embeddings = model.embed_frames(wave).embeddings
     ref = reference_forward(sd, wave)
     for ours, key in ((logits, "logits"), (frame_logits, "frame_logits"), (frame_embeddings, "frame_embeddings")):
         assert ours.shape == ref[key].shape, key
@@ -402,7 +403,7 @@ def test_frame_outputs_average_to_the_clip_outputs(release):
     with torch.no_grad():
         frame_logits = model.forward_frames(wave)
         torch.testing.assert_close(frame_logits.mean(dim=1), model(wave))
-        torch.testing.assert_close(model.embed_frames(wave).mean(dim=1), model.embed(wave))
+        torch.testing.assert_close(model.embed_frames(wave).embeddings.mean(dim=1), model.embed(wave))
     predicted = model.predict_frames(wave)
     assert predicted.probabilities.shape == (1, 32, 527)
     torch.testing.assert_close(predicted.probabilities, torch.sigmoid(frame_logits))
@@ -552,7 +553,7 @@ def test_frame_level_embed(release, tmp_path):
     sf.write(path, wave[0].numpy(), SR, subtype="FLOAT")
     result = ak.embed([path], model=model, frame_level=True)
     with torch.no_grad():
-        frames = model.embed_frames(wave)[0]
+        frames = model.embed_frames(wave).embeddings[0]
     assert result.vectors.shape == (32, 16 * 8) and result.starts[1] == pytest.approx(0.32)
     assert abs(result.vectors - frames.numpy()).max() < 1e-4
     # A shorter clip is stretched onto the grid: its rows are shorter than 0.32 s and the times say so.

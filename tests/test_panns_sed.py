@@ -109,7 +109,7 @@ def _check_parity(model, sd, wave):
         pred = model.predict_frames(wave)
         clip = model.predict_proba(wave)
         framewise = model.framewise_output(wave)
-        seg_emb = model.embed_frames(wave)
+        seg_emb = model.embed_frames(wave).embeddings
         emb = model.embed(wave)
     assert isinstance(pred, FramePredictions)
     assert pred.probabilities.shape == ref["segmentwise"].shape

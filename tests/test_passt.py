@@ -222,7 +222,7 @@ def test_embed_frames_are_the_patch_columns(name, seconds, tmp_path):
     stride = VARIANTS[name][0]
     wave = _wave(seconds)
     with torch.no_grad():
-        frames = model.embed_frames(wave)
+        frames = model.embed_frames(wave).embeddings
         _, _, tokens = reference_forward(sd, model.frontend(wave), stride)
     rows = 128 // stride
     columns = (tokens.shape[1] - 2) // rows

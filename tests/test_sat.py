@@ -318,7 +318,7 @@ def test_full_clip_forward_equals_the_reference(small, seconds):
     with torch.no_grad():
         probs = model.predict_proba(waves)
         embedding = model.embed(waves)
-        frames = model.embed_frames(waves)
+        frames = model.embed_frames(waves).embeddings
     for i, wave in enumerate(waves):
         ref_probs, ref_embeddings, _ = ref_clip(key, sd, ref_logmel(sd, wave))
         torch.testing.assert_close(probs[i].double(), ref_probs, atol=2e-5, rtol=0)
@@ -343,7 +343,7 @@ def test_baseline_drops_an_exactly_full_last_piece():
     model.load_state_dict({k: v for k, v in sd.items() if not k.startswith("front_end.")})
     wave = signal(255 * 160 / SR + 1e-4, seed=5)[: 255 * 160]  # 256 frames = 2 pieces of 128
     with torch.no_grad():
-        frames = model.embed_frames(wave[None])
+        frames = model.embed_frames(wave[None]).embeddings
         probs = model.predict_proba(wave[None])[0]
     ref_probs, ref_embeddings, _ = ref_clip(key, sd, ref_logmel(sd, wave))
     assert frames.shape[1] == ref_embeddings.shape[0] == 1
@@ -457,7 +457,7 @@ def test_reset_classifier_keeps_the_head_norm(small):
     assert fresh.outputlayer[0] is norm and fresh.outputlayer.out_features == 10 and fresh.num_classes == 10
     wave = signal(5.0, seed=9)[None]
     with torch.no_grad():
-        frames = fresh.embed_frames(wave)
+        frames = fresh.embed_frames(wave).embeddings
         probs = fresh.predict_proba(wave)
     torch.testing.assert_close(probs, torch.sigmoid(fresh.outputlayer(frames)).mean(1), atol=1e-6, rtol=1e-5)
     fresh.reset_classifier(0)
@@ -488,7 +488,7 @@ def test_contract_with_the_pieces_identity(small, tmp_path):
         torch.testing.assert_close(model.predict_proba(short), torch.sigmoid(logits))
         assert (logits[0] - logits[1]).abs().max() > 1e-3
         torch.testing.assert_close(model(short[1:]), logits[1:], atol=1e-4, rtol=1e-4)
-        long_logits, frames = model(long), model.embed_frames(long)
+        long_logits, frames = model(long), model.embed_frames(long).embeddings
         assert frames.shape[:2] == (2, {"2s_mean": 2, "1s_token": 4, "vit": 4}[key])
         torch.testing.assert_close(torch.sigmoid(long_logits), torch.sigmoid(model.get_classifier()(frames)).mean(1))
         torch.testing.assert_close(model.embed(long), frames.mean(1))

@@ -323,9 +323,9 @@ def test_embed_frames_are_the_time_columns(name, tmp_path):
     model, sd = _loaded(name, tmp_path)
     wave = _wave(2.0)  # 198 fbank frames, the rest of the 512 zero padding
     with torch.no_grad():
-        rows = model.embed_frames(wave)
-        hidden = model.embed_frames(wave, layer=1)
-        last = model.embed_frames(wave, layer=-1)  # the last block's output, before the final norm
+        rows = model.embed_frames(wave).embeddings
+        hidden = model.embed_frames(wave, layer=1).embeddings
+        last = model.embed_frames(wave, layer=-1).embeddings  # the last block's output, before the final norm
     fbank = reference_fbank(wave, frames, stats)
     _, tokens, hidden_states = reference_forward(sd, fbank, stride)
     f_rows = (128 - kernel[0]) // stride[0] + 1

@@ -189,7 +189,7 @@ def test_frontend_matches_the_float64_reference(model, waves):
 
 def test_embeddings_match_the_reference_and_need_the_hwc_flatten(model, state, waves):
     with torch.no_grad():
-        frames = model.embed_frames(waves).numpy()  # (3, 2, 128)
+        frames = model.embed_frames(waves).embeddings.numpy()  # (3, 2, 128)
         clip = model.embed(waves).numpy()
     assert frames.shape == (3, 2, 128) and clip.shape == (3, 128)
     worst = 0.0
@@ -209,10 +209,10 @@ def test_short_input_is_padded_to_one_example(model, caplog):
     model._warned_short = False
     wave = 0.1 * torch.randn(2, 8000, generator=torch.Generator().manual_seed(1))
     with caplog.at_level(logging.WARNING):
-        frames = model.embed_frames(wave)
+        frames = model.embed_frames(wave).embeddings
     assert frames.shape == (2, 1, 128) and "zero-padding" in caplog.text
     padded = F.pad(wave, (0, 15600 - 8000))
-    torch.testing.assert_close(frames, model.embed_frames(padded))
+    torch.testing.assert_close(frames, model.embed_frames(padded).embeddings)
     # Two examples need 192 frames: 400 + 191 * 160 = 30,960 samples.
     assert model.num_examples(8000) == model.num_examples(15600) == model.num_examples(30959) == 1
     assert model.num_examples(30960) == 2
@@ -226,7 +226,7 @@ def test_embed_frames_rows_and_start_times(model, waves, tmp_path):
     sf.write(path, waves[0].numpy(), SR, subtype="FLOAT")
     result = ak.embed(path, model, frame_level=True, num_workers=0, device="cpu")
     assert result.vectors.shape == (2, 128) and list(result.starts) == pytest.approx([0.0, 0.96])
-    torch.testing.assert_close(torch.from_numpy(result.vectors), model.embed_frames(waves[:1])[0])
+    torch.testing.assert_close(torch.from_numpy(result.vectors), model.embed_frames(waves[:1]).embeddings[0])
     assert model.example_starts(40000).tolist() == pytest.approx([0.0, 0.96])
     with pytest.raises(ValueError, match="layer"):
         model.embed_frames(waves, layer=3)
@@ -275,8 +275,8 @@ def test_postprocess_matches_the_reference(model, checkpoint, waves, tmp_path):
         VGGish(ak.get_pretrained_cfg(NAME), postprocess=True)
     post = ak.create_model(NAME, checkpoint_path=checkpoint, postprocess=True, pca_params_path=pca_path).eval()
     with torch.no_grad():
-        raw = model.embed_frames(waves).double().numpy()
-        quantised = post.embed_frames(waves).numpy()
+        raw = model.embed_frames(waves).embeddings.double().numpy()
+        quantised = post.embed_frames(waves).embeddings.numpy()
         clip = post.embed(waves).numpy()
     assert quantised.shape == (3, 2, 128)  # not squeezed
     # Rescale so that the projections spread over the quantiser's range: the comparison covers every branch.
@@ -300,7 +300,7 @@ def test_postprocessing_model_round_trips_through_save_pretrained(checkpoint, wa
     again = ak.create_model(f"local-dir:{tmp_path / 'saved'}").eval()
     assert again.postprocess and again.model_kwargs == {"postprocess": True, "pca_params_path": str(pca_path)}
     with torch.no_grad():
-        assert torch.equal(post.embed_frames(waves), again.embed_frames(waves))
+        assert torch.equal(post.embed_frames(waves).embeddings, again.embed_frames(waves).embeddings)
 
 
 # -- fine-tuning -------------------------------------------------------------------------------------------------------

@@ -249,7 +249,7 @@ def test_embed_cli_layer_and_frame_level(tmp_path, make_wav, capsys):
     out = tmp_path / "frames.npz"
     assert main(["embed", str(path), "--model", saved, "--frame-level", "-o", str(out)]) == 0
     data = np.load(out)
-    frames = model.embed_frames(wave[None])[0].numpy()
+    frames = model.embed_frames(wave[None]).embeddings[0].numpy()
     assert data["embeddings"].shape == frames.shape and frames.shape[0] > 1
     np.testing.assert_allclose(data["embeddings"], frames, atol=1e-5)
     np.testing.assert_allclose(np.diff(data["starts"]), model.frame_hop_seconds, atol=1e-6)

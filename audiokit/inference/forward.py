@@ -124,7 +124,7 @@ class EagerBackend:
         if self.mode == "scores":
             return self.model.activate(self.model(batch))
         if self.mode == "frames":
-            return self.model.embed_frames(batch, layer=self.layer)
+            return self.model.embed_frames(batch, layer=self.layer).embeddings
         return self.model.embed(batch) if self.layer is None else self.model.embed(batch, layer=self.layer)
 
     def submit(self, batch: torch.Tensor) -> _BatchOutput | _StreamOutput:

@@ -77,8 +77,8 @@ class InferenceRunner:
     ):
         if mode not in MODES:
             raise ValueError(f"mode must be 'scores', 'embedding' or 'frames', got {mode!r}")
-        if mode == "frames" and not hasattr(model, "embed_frames"):
-            raise ValueError(f"{model.pretrained_cfg.name} has no frame-level embeddings (wav2vec2 models do)")
+        if mode == "frames" and not model.has_frame_embeddings:
+            raise ValueError(f"{model.pretrained_cfg.name} has no frame-level embeddings (its architecture has none)")
         if layer is not None and "layer" not in inspect.signature(model.embed).parameters:
             raise ValueError(f"{model.pretrained_cfg.name} does not offer per-layer embeddings (wav2vec2 models do)")
         if precision not in PRECISIONS:

@@ -18,6 +18,13 @@ Named embedding points (``embed(waveform, layer=...)``, listed with their widths
 - family names where upstream has them: ``"cls"``, ``"dist"``, ``"mean"`` (AST, PaSST, SSAST), ``"raw"`` and
   ``"postprocessed"`` (VGGish), ...
 
+Frame embeddings (``embed_frames(waveform, layer=...)``): the time axis before the model pools over time, as a
+:class:`FrameEmbeddings` with ``.embeddings`` ``(B, frames, dim)`` and ``.times``, the frames' centres in seconds
+(frame ``i`` spans ``i * hop`` to ``(i + 1) * hop``, ``hop`` = ``frame_hop_seconds``; models whose frames depend
+on the input's length, HTS-AT's stretch, give their own ``frame_times``). CNNs: the last feature map averaged over
+frequency; transformers: the patch tokens of each time column averaged over its frequency rows; the Wav2Vec2 family:
+its hidden states. A family offers them by implementing ``forward_frame_embeddings`` and ``frame_hop_seconds``.
+
 A family offers points by overriding ``embedding_blocks`` and ``embedding_points`` (widths, known without a forward)
 and ``forward_embedding`` (the computation); the base class resolves names and indices and reports bad ones.
 """
@@ -26,6 +33,7 @@ from __future__ import annotations
 
 import logging
 import operator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +50,20 @@ _logger = logging.getLogger(__name__)
 #: What ``embed(layer=...)`` takes: None / ``"pre_logits"``, another name of ``embedding_layers``, or a block index.
 EmbeddingLayer = int | str | None
 DEFAULT_EMBEDDING = "pre_logits"
+
+
+@dataclass(frozen=True)
+class FrameEmbeddings:
+    """What ``embed_frames`` returns: ``embeddings`` ``(B, frames, dim)`` and ``times`` ``(frames,)``, each frame's
+    centre in seconds from the start of the input (float64)."""
+
+    embeddings: torch.Tensor
+    times: torch.Tensor
+
+    @property
+    def hop_seconds(self) -> float:
+        """Seconds between consecutive frames (HEAR's timestamp hop)."""
+        return float(self.times[1] - self.times[0]) if len(self.times) > 1 else float("nan")
 
 
 def default_output_activation(task: str) -> str:
@@ -161,6 +183,35 @@ class AudioClassifier(nn.Module):
         if key == DEFAULT_EMBEDDING:
             return self.forward_head(self.forward_features(waveform), pre_logits=True)
         return self.forward_embedding(waveform, key)
+
+    @torch.no_grad()
+    def embed_frames(self, waveform: torch.Tensor, layer: EmbeddingLayer = None) -> FrameEmbeddings:
+        """Frame embeddings with their times (see the module docstring): ``.embeddings`` ``(B, frames, dim)``,
+        ``.times`` ``(frames,)`` centres in seconds. ``layer``: as the family's ``forward_frame_embeddings`` takes."""
+        if not self.has_frame_embeddings:
+            raise ValueError(
+                f"{self.pretrained_cfg.name} has no frame embeddings (its architecture offers none): use embed(), or "
+                "embed in windows (audiokit embed --window S --hop S)"
+            )
+        embeddings = self.forward_frame_embeddings(waveform, layer)
+        num_samples = max(int(waveform.shape[-1]), self.min_samples)
+        return FrameEmbeddings(embeddings, self.frame_centres(num_samples, embeddings.shape[1]))
+
+    @property
+    def has_frame_embeddings(self) -> bool:
+        return type(self).forward_frame_embeddings is not AudioClassifier.forward_frame_embeddings
+
+    def forward_frame_embeddings(self, waveform: torch.Tensor, layer: EmbeddingLayer = None) -> torch.Tensor:
+        """``(B, T)`` waveform -> frame embeddings ``(B, frames, dim)``; families with a time axis implement it."""
+        raise NotImplementedError(f"{type(self).__name__} has no frame embeddings")
+
+    def frame_centres(self, num_samples: int, count: int) -> torch.Tensor:
+        """Centres in seconds (float64) of the ``count`` frames of an input of ``num_samples``: the family's own
+        ``frame_times`` where its frames depend on the length, else ``(i + 0.5) * frame_hop_seconds``."""
+        frame_times = getattr(self, "frame_times", None)
+        if frame_times is not None:
+            return frame_times(num_samples).mean(dim=1)
+        return (torch.arange(count, dtype=torch.float64) + 0.5) * float(self.frame_hop_seconds)  # type: ignore[attr-defined]
 
     # -- embedding points ------------------------------------------------------------------------------------------
     def embedding_blocks(self) -> dict[int, int]:

@@ -437,7 +437,7 @@ class HTSAT(AudioClassifier):
         return FramePredictions(probabilities, self.frame_times(waveform.shape[-1]))
 
     @torch.no_grad()
-    def embed_frames(self, waveform: torch.Tensor, layer: int | None = None) -> torch.Tensor:
+    def forward_frame_embeddings(self, waveform: torch.Tensor, layer: int | None = None) -> torch.Tensor:
         """Per-frame embeddings ``(B, frames, num_features)``: each frame's column of the token map averaged over its
         frequency rows (their mean over frames is ``embed``). ``layer`` is not supported (the final norm's output)."""
         if layer is not None:

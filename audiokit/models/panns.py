@@ -347,7 +347,7 @@ class Cnn14DecisionLevelMax(_CnnStack):
         return torch.cat([repeated, tail], dim=1)
 
     @torch.no_grad()
-    def embed_frames(self, waveform: torch.Tensor, layer: int | None = None) -> torch.Tensor:
+    def forward_frame_embeddings(self, waveform: torch.Tensor, layer: int | None = None) -> torch.Tensor:
         """Segment embeddings ``(B, T', num_features)`` (``relu(fc1)`` of each segment; their maximum is ``embed``)."""
         if layer is not None:
             raise ValueError("Cnn14_DecisionLevelMax's frame embeddings are fc1's (layer must be None)")

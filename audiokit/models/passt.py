@@ -279,7 +279,7 @@ class PaSST(AudioClassifier):
         return self.tstride * self.frontend_cfg.hop_length / self.sample_rate
 
     @torch.no_grad()
-    def embed_frames(self, waveform: torch.Tensor, layer: int | None = None) -> torch.Tensor:
+    def forward_frame_embeddings(self, waveform: torch.Tensor, layer: int | None = None) -> torch.Tensor:
         """Per-time embeddings ``(B, columns, D)``: the final-norm patch tokens of each time column averaged over its
         frequency rows, one row every ``frame_hop_seconds``; row ``i`` covers STFT frames ``i * tstride`` to
         ``i * tstride + patch_size - 1`` (0.1 s steps, 0.16 s wide at hop 320). PaSST has no per-time output of its

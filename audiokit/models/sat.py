@@ -424,7 +424,7 @@ class SAT(AudioClassifier):
         return self.combine_pieces(self.piece_outputs(features))
 
     @torch.no_grad()
-    def embed_frames(self, waveform: torch.Tensor, layer: int | None = None) -> torch.Tensor:
+    def forward_frame_embeddings(self, waveform: torch.Tensor, layer: int | None = None) -> torch.Tensor:
         """Per-piece embeddings ``(B, pieces, D)``, one every ``frame_hop_seconds``; row ``i`` covers frames
         ``i * target_length`` to ``(i + 1) * target_length - 1``. ``layer`` is not supported."""
         if layer is not None:

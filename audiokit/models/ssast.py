@@ -268,7 +268,7 @@ class SSAST(AudioClassifier):
         return max(1, (frames - self.kernel[1]) // self.stride[1] + 1)
 
     @torch.no_grad()
-    def embed_frames(self, waveform: torch.Tensor, layer: int | None = None) -> torch.Tensor:
+    def forward_frame_embeddings(self, waveform: torch.Tensor, layer: int | None = None) -> torch.Tensor:
         """Per-time embeddings ``(B, columns, D)``: one row per time column of the patch grid, its tokens averaged
         over the grid's frequency rows (12 for patch models; frame models have one row, so a row is a token). Row
         ``i`` covers fbank frames ``i * tstride`` to ``i * tstride + tshape - 1``, one row every

@@ -274,7 +274,7 @@ class VGGish(AudioClassifier):
         return x.mean(dim=(2, 3)).reshape(b, count, -1).mean(dim=1)
 
     @torch.no_grad()
-    def embed_frames(self, waveform: torch.Tensor, layer: int | None = None) -> torch.Tensor:
+    def forward_frame_embeddings(self, waveform: torch.Tensor, layer: int | None = None) -> torch.Tensor:
         """Per-example embeddings ``(B, examples, 128)``, one every ``frame_hop_seconds`` (0.96 s), not pooled;
         ``example_starts(T)`` gives their start times. ``layer`` is not supported (one embedding layer)."""
         if layer is not None:

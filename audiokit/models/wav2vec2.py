@@ -247,7 +247,7 @@ class Wav2Vec2Classifier(AudioClassifier):
         return self.hidden_states(self.prepare_waveform(waveform))[layer].mean(dim=1)
 
     @torch.no_grad()
-    def embed_frames(self, waveform: torch.Tensor, layer: int | None = None) -> torch.Tensor:
+    def forward_frame_embeddings(self, waveform: torch.Tensor, layer: int | None = None) -> torch.Tensor:
         """Frame-level embeddings ``(B, frames, hidden_size)``, one every ``hop`` samples (20 ms for the base model):
         hidden state ``layer`` (default: the last), not pooled."""
         states = self.hidden_states(self.prepare_waveform(waveform))
