@@ -20,8 +20,10 @@ filter (``--preprocess-on device``'s; nothing above the model's Nyquist is lost)
 Scene embeddings are ``model.embed`` of the whole sound; a model with a fixed input (AST, PaSST, HTS-AT, SSAST) gets
 the mean over windows of that input, ``scene_hop`` seconds apart (hear21passt, upstream's own HEAR package, does
 the same for PaSST). Timestamp embeddings are the model's own frames where it has them (``embed_frames``: wav2vec2
-every 20 ms, PaSST every 0.1 s, ...), timestamped at the centre of each frame's hop interval; other models embed a
-``window``-second excerpt centred on every multiple of ``hop`` seconds (50 ms by default, HEAR's recommendation).
+every 20 ms, PaSST every 0.1 s, EfficientAT and PANNs every 0.32 s, ...), timestamped at the centre of each frame's
+hop interval. Given ``hop`` (seconds), or for a model without frames, each timestamp is instead a ``window``-second
+excerpt centred on every multiple of ``hop`` (50 ms without frames: HEAR's recommendation), which is finer than a
+CNN's frames and costs a forward per timestamp.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ __all__ = ["HearModel", "get_scene_embeddings", "get_timestamp_embeddings", "loa
 
 HEAR_SAMPLE_RATES = (16000, 22050, 44100, 48000)
 DEFAULT_MODEL = "efficientat_mn10.audioset"
+DEFAULT_EXCERPT_HOP = 0.05  # seconds: HEAR's recommended timestamp spacing
 
 
 def hear_sample_rate(model_rate: int) -> int:
@@ -53,7 +56,8 @@ class HearModel(nn.Module):
     Args:
         model: the audiokit model (its weights and preprocessing are used as they are).
         layer: embedding layer passed to ``embed``/``embed_frames`` (models that offer layers, e.g. wav2vec2).
-        hop: seconds between timestamps for models without frames of their own.
+        hop: seconds between excerpt timestamps: None uses the model's own frames where it has them (else 0.05 s);
+            a number asks for excerpts every ``hop`` whatever the model.
         window: seconds of audio embedded per timestamp for those models (centred on it, zero-padded at the edges).
         scene_hop: seconds between the windows averaged into a scene embedding for fixed-input models
             (default: half their input).
@@ -65,7 +69,7 @@ class HearModel(nn.Module):
         model: AudioClassifier,
         *,
         layer: int | None = None,
-        hop: float = 0.05,
+        hop: float | None = None,
         window: float = 1.0,
         scene_hop: float | None = None,
         batch_size: int = 16,
@@ -80,7 +84,7 @@ class HearModel(nn.Module):
             raise ValueError(f"{model.pretrained_cfg.name} has no embedding to offer")
         self.model = model.eval()
         self.layer = layer
-        self.hop = float(hop)
+        self.hop = float(hop) if hop is not None else DEFAULT_EXCERPT_HOP
         self.window = float(window)
         self.batch_size = batch_size
         self.model_sample_rate = model.sample_rate
@@ -88,7 +92,7 @@ class HearModel(nn.Module):
         limit = model.max_samples
         self.scene_window = limit
         self.scene_hop = round((scene_hop or limit / 2 / model.sample_rate) * model.sample_rate) if limit else None
-        self.native_frames = model.has_frame_embeddings
+        self.native_frames = model.has_frame_embeddings and hop is None
         probe = torch.zeros(1, max(model.min_samples, round(0.5 * model.sample_rate)), device=self._probe_device())
         self.scene_embedding_size = int(self._embed(probe).shape[-1])
         self.timestamp_embedding_size = (
@@ -213,7 +217,7 @@ def load_model(
     model_name: str | None = None,
     checkpoint_path: str | os.PathLike[str] | None = None,
     layer: int | None = None,
-    hop: float = 0.05,
+    hop: float | None = None,
     window: float = 1.0,
     scene_hop: float | None = None,
     batch_size: int = 16,

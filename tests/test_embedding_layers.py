@@ -320,3 +320,111 @@ def test_embedding_layers_need_no_forward():
     with torch.device("meta"):
         model = ak.create_model("efficientat_mn10.audioset")
     assert model.embedding_layers["pooled"] == 960 and model.embedding_layers["pre_logits"] == 1280
+
+
+# -- PANNs -------------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["panns_cnn6.audioset", "panns_mobilenetv1.audioset"])
+def test_panns_pooled_is_the_head_pooling_before_fc1_and_blocks_are_hooked(name):
+    model = _calibrated(name, seconds=2.0)
+    wave = _wave(model, 1.5)
+    out = _check_sizes(model, wave)
+    if hasattr(model, "features"):  # MobileNetV1: the stem and 13 separable blocks
+        modules = dict(enumerate(model.features))
+    else:
+        modules = {i: getattr(model, f"conv_block{i}") for i in range(1, 5)}
+    with torch.no_grad(), _capture(modules) as maps, _capture({"fc1": model.fc1}, pre=True) as fc1_in:
+        model(wave)
+    last = maps[max(modules)][0].double()  # (B, C, T', F')
+    by_time = _mean(last, (3,))
+    _assert_close(out["pooled"], by_time.amax(dim=2) + _mean(by_time, (2,)))  # PANNs' head: max + mean over time
+    _assert_close(out["pooled"], fc1_in["fc1"][0])
+    _assert_close(out["pre_logits"], torch.relu(model.fc1(out["pooled"])))
+    for k in modules:
+        _assert_close(out[k], _mean(maps[k][0], (2, 3)))
+
+
+# -- frame embeddings --------------------------------------------------------------------------------------------------
+def _last_map(model: nn.Module) -> tuple[nn.Module, int]:
+    """The module whose output is each CNN's last feature map before time pooling, and its frequency axis."""
+    if hasattr(model, "BCBlocks"):  # BC-ResNet: after the classifier's convolutions and ReLU, frequency collapsed
+        return model.classifier[3], 2
+    if hasattr(model, "conv_block4") and not hasattr(model, "conv_block5"):  # Cnn6 / Cnn10
+        return model.conv_block4, 3
+    return model.features[16], 2  # EfficientAT MN: the final 1x1 conv block
+
+
+@pytest.mark.parametrize(
+    "name, seconds",
+    [("efficientat_mn01.audioset", 2.0), ("panns_cnn6.audioset", 2.0), ("bcresnet_1.speechcommands", 1.0)],
+)
+def test_cnn_frames_are_the_last_feature_maps_time_steps_with_their_times(name, seconds):
+    model = _calibrated(name, seconds=seconds)
+    wave = _wave(model, seconds)
+    module, freq_axis = _last_map(model)
+    with torch.no_grad(), _capture({"map": module}) as maps:
+        frames = model.embed_frames(wave)
+    reference = _mean(maps["map"][0], (freq_axis,))  # (B, C, T')
+    _assert_close(frames.embeddings, reference.transpose(1, 2))
+    count = reference.shape[-1]
+    hop = model.frame_hop_seconds
+    torch.testing.assert_close(frames.times, (torch.arange(count, dtype=torch.float64) + 0.5) * hop)
+    assert frames.hop_seconds == pytest.approx(hop) and frames.times.dtype == torch.float64
+    # The frames span the clip: the last one's centre lies within one hop of its end.
+    assert abs(float(frames.times[-1]) - seconds) <= hop
+    with pytest.raises(ValueError, match=r"layer must be None"):
+        model.embed_frames(wave, layer=1)
+
+
+def test_cnn_frame_hops_are_the_time_strides():
+    # 32 mel hops of 10 ms for EfficientAT, Cnn14 and MobileNetV1; 16 for Cnn6/Cnn10 (four poolings); BC-ResNet keeps
+    # the frame rate. Strided convolutions (EfficientAT) round the frame count up, average pooling (PANNs) down.
+    cases = [("efficientat_mn04.audioset", 0.32, "up"), ("panns_cnn14.audioset", 0.32, "down"),
+             ("panns_cnn10.audioset", 0.16, "down"), ("panns_mobilenetv1.audioset", 0.32, "down"),
+             ("bcresnet_8.speechcommands", 0.01, "up")]  # fmt: skip
+    for name, hop, rounding in cases:
+        model = ak.create_model(name).eval()
+        assert model.frame_hop_seconds == pytest.approx(hop), name
+        wave = torch.zeros(1, model.sample_rate)  # 1 s: 101 mel frames
+        with torch.no_grad():
+            count = model.embed_frames(wave).embeddings.shape[1]
+        stride = round(hop / 0.01)
+        mel_frames = model.frontend_cfg.num_frames(wave.shape[-1])
+        assert count == (-(-mel_frames // stride) if rounding == "up" else mel_frames // stride), (name, count)
+
+
+def test_ast_frames_are_time_columns_of_the_patch_grid():
+    tiny = {"hidden_size": 64, "num_layers": 2, "num_heads": 4, "intermediate_size": 128}
+    model = _calibrated("ast_base.speechcommands_v2", seconds=1.0, **tiny)
+    rows, columns = model.patch_grid
+    full = _wave(model, model.frontend_cfg.max_frames * 0.01 + 0.015)  # fills the fixed grid
+    backbone = model.backbone
+    with torch.no_grad(), _capture({"norm": backbone.layernorm, 1: backbone.layers[0]}) as states:
+        frames = model.embed_frames(full)
+        first_block = model.embed_frames(full, layer=1)
+    # transformers lays the patches out frequency-major: token 2 + f * columns + t.
+    grid = states["norm"][0][:, 2:].reshape(full.shape[0], rows, columns, -1)
+    _assert_close(frames.embeddings, _mean(grid, (1,)))
+    hidden = states[1][-1][:, 2:].reshape(full.shape[0], rows, columns, -1)
+    _assert_close(first_block.embeddings, _mean(hidden, (1,)))
+    torch.testing.assert_close(frames.times, (torch.arange(columns, dtype=torch.float64) + 0.5) * 0.1)
+    with torch.no_grad():
+        _assert_close(frames.embeddings.mean(dim=1), model.embed(full, layer="mean"))
+        # A shorter clip gives only the columns whose patches start inside it (the rest is zero padding).
+        short = model.embed_frames(full[:, : 16000 // 2])
+    real_frames = 1 + (8000 - 400) // 160
+    assert short.embeddings.shape[1] == (real_frames - 16) // 10 + 1 == len(short.times)
+
+
+def test_families_without_frames_say_so():
+    model = ak.create_model("efficientat_mn01.audioset")
+    assert model.has_frame_embeddings
+    from audiokit.models._base import AudioClassifier
+
+    class NoTimeAxis(type(model)):
+        forward_frame_embeddings = AudioClassifier.forward_frame_embeddings
+
+    plain = NoTimeAxis.__new__(NoTimeAxis)
+    plain.__dict__.update(model.__dict__)
+    assert not plain.has_frame_embeddings
+    with pytest.raises(ValueError, match=r"efficientat_mn01\.audioset has no frame embeddings"):
+        plain.embed_frames(torch.zeros(1, 32000))

@@ -165,3 +165,20 @@ def test_long_sounds_on_fixed_input_models_get_frames_to_the_end():
     torch.testing.assert_close(frames[:, 80], second[:, 30])  # 8.05 s: nearer the centre of the window at 5 s
     torch.testing.assert_close(frames[:, 249], last[:, 249 - 200])  # 24.95 s: the last window, zero-padded
     assert (frames.abs().sum(-1) > 0).all()  # every grid point was filled
+
+
+def test_cnn_timestamps_are_its_frames_unless_a_hop_asks_for_excerpts():
+    net = informative("efficientat_mn01.audioset")
+    native = hear.HearModel(net)
+    assert native.native_frames and native.timestamp_embedding_size == net.feature_channels
+    audio, _, frames, times = _check_hear_rules(native, n=2)
+    x = native.to_model_rate(audio)
+    with torch.no_grad():
+        expected = net.embed_frames(x)
+    torch.testing.assert_close(frames, expected.embeddings)
+    torch.testing.assert_close(times[0], (expected.times * 1000).float())
+    assert float(times[0, 1] - times[0, 0]) == pytest.approx(320.0)
+    excerpts = hear.HearModel(net, hop=0.05)
+    assert not excerpts.native_frames and excerpts.timestamp_embedding_size == net.num_features
+    _, _, _, fine = _check_hear_rules(excerpts, n=1, seconds=0.5)
+    assert float(fine[0, 1] - fine[0, 0]) == pytest.approx(50.0)

@@ -258,8 +258,8 @@ def test_embed_cli_layer_and_frame_level(tmp_path, make_wav, capsys):
     torch.save(ak.create_model("efficientat_mn01.audioset").state_dict(), other)
     refused = tmp_path / "refused.npz"
     args = ["embed", str(path), "--model", "efficientat_mn01.audioset", "--checkpoint", str(other), "-o", str(refused)]
-    assert main([*args, "--frame-level"]) == 2
-    assert "no frame-level embeddings" in capsys.readouterr().err
+    assert main([*args, "--frame-level", "--layer", "3"]) == 2  # a CNN's frames are its last feature map's
+    assert "frame embeddings are its last feature map's time steps (layer must be None)" in capsys.readouterr().err
     # Block indices exist for the CNN too (tests/test_embedding_layers_cli.py); one past its last block is refused.
     assert main([*args, "--layer", "999"]) == 2
     err = capsys.readouterr().err

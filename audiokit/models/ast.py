@@ -155,6 +155,38 @@ class AST(AudioClassifier):
             return out.hidden_states[layer][:, 2:].mean(dim=1)
         return token_embedding(self.forward_features(waveform), layer)
 
+    @torch.no_grad()
+    def forward_frame_embeddings(self, waveform: torch.Tensor, layer: int | None = None) -> torch.Tensor:
+        """Per time column of the patch grid ``(B, columns, hidden)``: its patch tokens averaged over the grid's
+        frequency rows (final-norm tokens; ``layer=k``: transformers' ``hidden_states[k]``). Only the columns whose
+        patches lie inside the input are given (the fbank is zero-padded up to ``max_frames``); their mean over time
+        is ``embed(layer="mean")`` for a full-length input."""
+        waveform = self.prepare_waveform(waveform)
+        fbank = self.frontend(waveform)
+        if layer is None:
+            tokens = self.forward_tokens(fbank)
+        else:
+            index = self.resolve_embedding_layer(layer)
+            if not isinstance(index, int):
+                raise ValueError(f"frame embeddings take a block index or None, got {layer!r}")
+            out = self.backbone(input_values=fbank[:, 0].transpose(1, 2), output_hidden_states=True)
+            tokens = out.hidden_states[index]
+        rows, columns = self.patch_grid
+        # transformers flattens the (frequency, time) patch grid frequency-major: token 2 + f * columns + t.
+        grid = tokens[:, 2:].reshape(tokens.shape[0], rows, columns, -1)
+        return grid.mean(dim=1)[:, : self.frame_count(waveform.shape[-1])]
+
+    def frame_count(self, num_samples: int) -> int:
+        """Time columns whose patches start inside the real (unpadded) fbank frames of ``num_samples``."""
+        c, fe = self.config, self.frontend_cfg
+        real = min(1 + (num_samples - (fe.win_length or fe.n_fft)) // fe.hop_length, c.max_length)
+        return max(1, min(self.patch_grid[1], (real - c.patch_size) // c.time_stride + 1))
+
+    @property
+    def frame_hop_seconds(self) -> float:
+        """Seconds between time columns: ``time_stride`` fbank shifts (0.1 s)."""
+        return self.config.time_stride * self.frontend_cfg.hop_length / self.sample_rate
+
     def checkpoint_filter_fn(self, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return checkpoint_filter_fn(state_dict)
 

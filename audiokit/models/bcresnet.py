@@ -255,6 +255,25 @@ class BCResNet(AudioClassifier):
                 remaining -= 1
         return x.mean(dim=(2, 3))
 
+    @torch.no_grad()
+    def forward_frame_embeddings(self, waveform: torch.Tensor, layer: int | None = None) -> torch.Tensor:
+        """The time steps ``(B, 101, 4b)`` of the classifier's last feature map (after its convolutions, which
+        collapse frequency, before the global pool): BC-ResNet keeps the 10 ms frame rate, and their mean over time
+        is ``embed()``."""
+        if layer is not None:
+            raise ValueError(
+                f"{self.pretrained_cfg.name}'s frame embeddings are its last feature map's time steps (layer must be "
+                "None); earlier blocks are offered pooled over time and frequency by embed(layer=k)"
+            )
+        x = self.forward_features(self.prepare_waveform(waveform))
+        for layer_module in self.classifier[:4]:  # up to the AdaptiveAvgPool2d
+            x = layer_module(x)
+        return x.mean(dim=2).transpose(1, 2)
+
+    @property
+    def frame_hop_seconds(self) -> float:
+        return self.frontend_cfg.hop_length / self.sample_rate
+
     def checkpoint_filter_fn(self, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return checkpoint_filter_fn(state_dict, self)
 

@@ -455,6 +455,22 @@ class _EfficientATBase(AudioClassifier):
             return self.classifier[1](self.classifier[0](self.forward_backbone(logmel)))
         return self.hidden_state(logmel, int(layer)).mean(dim=(2, 3))
 
+    @torch.no_grad()
+    def forward_frame_embeddings(self, waveform: torch.Tensor, layer: int | None = None) -> torch.Tensor:
+        """The last feature map's time steps ``(B, T', 6 * 160w)``, averaged over frequency: their mean over time is
+        ``embed(layer="pooled")``, upstream's ``features``."""
+        if layer is not None:
+            raise ValueError(
+                f"{self.pretrained_cfg.name}'s frame embeddings are its last feature map's time steps (layer must be "
+                "None); earlier blocks are offered pooled over time and frequency by embed(layer=k)"
+            )
+        return self.forward_features(self.prepare_waveform(waveform)).mean(dim=2).transpose(1, 2)
+
+    @property
+    def frame_hop_seconds(self) -> float:
+        """Seconds per time step of the last feature map: 32 mel hops (0.32 s at 10 ms)."""
+        return 32 * self.frontend_cfg.hop_length / self.sample_rate
+
     def checkpoint_filter_fn(self, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return checkpoint_filter_fn(state_dict, self)
 

@@ -140,6 +140,12 @@ _MOBILENETV1_PLAN: tuple[tuple[int, int], ...] = (
 # ---------------------------------------------------------------------------------------------------------------------
 # Models
 # ---------------------------------------------------------------------------------------------------------------------
+_LAST_MAP_ONLY = (
+    "{name}'s frame embeddings are its last feature map's time steps (layer must be None); earlier blocks are "
+    "offered pooled over time and frequency by embed(layer=k)"
+)
+
+
 class PannsClassifier(AudioClassifier):
     """Shared parts of the PANNs models: ``bn0`` over mel bins, the mean/max head with ``fc1``, and ``fc_audioset``.
 
@@ -193,6 +199,35 @@ class PannsClassifier(AudioClassifier):
     def _block_dropout(self, x: torch.Tensor) -> torch.Tensor:
         return F.dropout(x, p=self.block_drop_rate, training=self.training)
 
+    # -- embedding points ------------------------------------------------------------------------------------------
+    def embedding_points(self) -> dict[str, int]:
+        """``pooled``: the head's pooling of the last feature map (its mean over frequency, then max + mean over
+        time), the vector ``fc1`` takes; ``pre_logits`` is ``relu(fc1(pooled))``."""
+        return {"pooled": self.num_features}
+
+    def block_output(self, waveform: torch.Tensor, index: int) -> torch.Tensor:
+        """Prepared waveform -> the feature map ``(B, C, T', F')`` after block ``index`` (``embedding_blocks``)."""
+        raise NotImplementedError(f"{type(self).__name__} offers no per-block embeddings")
+
+    def forward_embedding(self, waveform: torch.Tensor, layer: int | str) -> torch.Tensor:
+        if layer == "pooled":
+            x = self.forward_features(waveform).mean(dim=3)
+            return x.amax(dim=2) + x.mean(dim=2)
+        return self.block_output(waveform, int(layer)).mean(dim=(2, 3))
+
+    @torch.no_grad()
+    def forward_frame_embeddings(self, waveform: torch.Tensor, layer: int | None = None) -> torch.Tensor:
+        """The last block's time steps ``(B, T', C)``: the feature map averaged over frequency, before the max + mean
+        over time that the head pools it with (so ``frames.amax(1) + frames.mean(1)`` is ``embed(layer="pooled")``)."""
+        if layer is not None:
+            raise ValueError(_LAST_MAP_ONLY.format(name=self.pretrained_cfg.name))
+        return self.forward_features(self.prepare_waveform(waveform)).mean(dim=3).transpose(1, 2)
+
+    @property
+    def frame_hop_seconds(self) -> float:
+        """Seconds per time step of the last feature map: ``2 ** time_pools`` STFT hops (Cnn14: 0.32 s at 32 kHz)."""
+        return 2**self.time_pools * self.frontend_cfg.hop_length / self.sample_rate
+
     def forward_pre_logits(self, features: torch.Tensor) -> torch.Tensor:
         """``(B, C, T', F')`` -> embedding ``(B, num_features)`` = ``relu(fc1(max_t + mean_t of the freq mean))``."""
         x = features.mean(dim=3)
@@ -221,8 +256,19 @@ class _CnnStack(PannsClassifier):
             self.add_module(f"conv_block{i}", block(in_chs, out_chs, pool_size=pool))
             in_chs = out_chs
         self._block_names = [f"conv_block{i}" for i in range(1, len(widths) + 1)]
+        self._block_widths = widths
         self.time_pools = sum(p[0] == 2 for p in pools)
         self._init_head()
+
+    def embedding_blocks(self) -> dict[int, int]:
+        """1..N: the outputs of ``conv_block1`` ... ``conv_blockN`` (each after its pooling)."""
+        return {i: width for i, width in enumerate(self._block_widths, start=1)}
+
+    def block_output(self, waveform: torch.Tensor, index: int) -> torch.Tensor:
+        x = self.logmel(waveform)
+        for name in self._block_names[:index]:
+            x = self._block_dropout(getattr(self, name)(x))
+        return x
 
     def forward_features(self, waveform: torch.Tensor) -> torch.Tensor:
         """``(B, T)`` -> ``(B, C, T', F')`` after the last conv block (Cnn14, 10 s: ``(B, 2048, 31, 2)``)."""
@@ -287,6 +333,11 @@ class Cnn14DecisionLevelMax(_CnnStack):
         if len(widths) != 6:
             raise ValueError(f"Cnn14DecisionLevelMax has 6 blocks, got {len(widths)} widths")
         super().__init__(pretrained_cfg, ConvBlock, widths, ((2, 2),) * 5 + ((1, 1),), **kwargs)
+
+    def embedding_points(self) -> dict[str, int]:
+        """None besides ``pre_logits``: this model pools per segment after ``fc1`` (the maximum of the segment
+        embeddings), so there is no pooled vector before a head layer."""
+        return {}
 
     @property
     def segment_frames(self) -> int:
@@ -398,6 +449,13 @@ class MobileNetV1(PannsClassifier):
     def forward_features(self, waveform: torch.Tensor) -> torch.Tensor:
         """``(B, T)`` -> ``(B, 1024, T', F')`` (10 s: ``(B, 1024, 31, 2)``)."""
         return self.features(self.logmel(waveform))
+
+    def embedding_blocks(self) -> dict[int, int]:
+        """0: the stem's output (``features.0``); 1..13: the depthwise-separable blocks'."""
+        return dict(enumerate([32] + [width for width, _ in _MOBILENETV1_PLAN]))
+
+    def block_output(self, waveform: torch.Tensor, index: int) -> torch.Tensor:
+        return self.features[: index + 1](self.logmel(waveform))
 
 
 class WavegramLogmelCnn14(PannsClassifier):
