@@ -1,12 +1,16 @@
-"""Decoding and resampling: the one path by which audio files enter audiokit.
+"""Decoding and resampling: the one path by which audio enters audiokit, from files or from memory.
 
-libsndfile (through soundfile) decodes WAV, FLAC, OGG/Vorbis/Opus and MP3; soxr resamples (its "HQ" preset is what
-librosa >= 0.10 uses by default). Every failure is an ``AudioLoadError`` naming the file and the problem.
+libsndfile (through soundfile) decodes WAV, FLAC, OGG/Vorbis/Opus and MP3, from a file or from an encoded file in
+memory (``read_encoded``); ``array_pcm`` takes samples that are already decoded. All three give the same PCM layout,
+which ``pcm_to_waveform`` downmixes and resamples with soxr (its "HQ" preset is what librosa >= 0.10 uses by default).
+Every failure is an ``AudioLoadError`` naming the file (or the in-memory item) and the problem.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import io
 import logging
 import math
 import os
@@ -16,6 +20,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import soundfile as sf
@@ -30,7 +35,7 @@ AUDIO_EXTENSIONS = frozenset(
 
 
 class AudioLoadError(ValueError):
-    """An audio file that cannot be used; ``str()`` names the file and the problem."""
+    """An audio file (or in-memory audio) that cannot be used; ``str()`` names it and the problem."""
 
     def __init__(self, path: str | os.PathLike[str], problem: str):
         self.path = str(path)
@@ -44,18 +49,54 @@ def _sf_path(path: Path) -> str | bytes:
     return str(path) if sys.platform == "win32" else os.fsencode(path)
 
 
+# What libsndfile decodes: a file by name, or an encoded file in a seekable binary file object.
+_Source = Path | BinaryIO
+
+
+def _sf_source(source: _Source) -> str | bytes | BinaryIO:
+    if isinstance(source, Path):
+        return _sf_path(source)
+    source.seek(0)  # each pass (header, checks, samples) reads from the start, wherever the last one stopped
+    return source
+
+
+@contextlib.contextmanager
+def _binary(source: _Source) -> Iterator[BinaryIO]:
+    """The source as an open binary file at its start (a file object stays open: its owner closes it)."""
+    if isinstance(source, Path):
+        with open(source, "rb") as f:
+            yield f
+    else:
+        source.seek(0)
+        yield source
+
+
+def _byte_size(f: BinaryIO) -> int:
+    here = f.tell()
+    size = f.seek(0, os.SEEK_END)
+    f.seek(here)
+    return size
+
+
 def audio_info(path: str | os.PathLike[str]) -> sf._SoundFileInfo:
     """Header information (sample rate, channels, frames) without decoding; raises ``AudioLoadError``."""
     path = Path(path)
-    _check_file(path)
+    return _info(path, str(path))
+
+
+def _info(source: _Source, name: str) -> sf._SoundFileInfo:
+    if isinstance(source, Path):
+        _check_file(source)
+    elif _byte_size(source) == 0:
+        raise AudioLoadError(name, "is empty (0 bytes)")
     try:
-        info = sf.info(_sf_path(path))
+        info = sf.info(_sf_source(source))
     except (sf.LibsndfileError, RuntimeError, TypeError) as err:
         # Only now, on the failure path, is it worth an extra open to tell "permission denied" from a bad file.
-        reason = _unreadable_reason(path)
-        raise AudioLoadError(path, reason or f"not a readable audio file ({_sf_reason(err)})") from None
+        reason = _unreadable_reason(source) if isinstance(source, Path) else None
+        raise AudioLoadError(name, reason or f"not a readable audio file ({_sf_reason(err)})") from None
     if info.samplerate <= 0:
-        raise AudioLoadError(path, f"declares an impossible sample rate of {info.samplerate} Hz")
+        raise AudioLoadError(name, f"declares an impossible sample rate of {info.samplerate} Hz")
     return info
 
 
@@ -95,17 +136,17 @@ def _unreadable_reason(path: Path) -> str | None:
         return _OS_PROBLEMS.get(err.errno, err.strerror or str(err))
 
 
-def _wav_missing_bytes(path: Path) -> int:
+def _wav_missing_bytes(source: _Source) -> int:
     """Bytes a RIFF/WAVE file's ``data`` chunk declares beyond the end of the file (0 if complete or not a WAV).
 
     libsndfile quietly clamps the frame count of a cut-off WAV to what is present, so truncation would pass unseen.
     """
     try:
-        with open(path, "rb") as f:
+        with _binary(source) as f:
             head = f.read(12)
             if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
                 return 0
-            size = path.stat().st_size
+            size = _byte_size(f)
             while True:
                 chunk = f.read(8)
                 if len(chunk) < 8:
@@ -120,16 +161,15 @@ def _wav_missing_bytes(path: Path) -> int:
         return 0
 
 
-def _ogg_cut_short(path: Path) -> bool:
+def _ogg_cut_short(source: _Source) -> bool:
     """Whether an Ogg file ends without its end-of-stream page: cut off mid-transfer or mid-write.
 
     Ogg has no length field, so libsndfile decodes what is there and reports that as the whole file. The last complete
     page must end the file and carry the end-of-stream flag (header byte 5, bit 2).
     """
     try:
-        size = path.stat().st_size
-        with open(path, "rb") as f:
-            f.seek(max(0, size - 70_000))  # more than one page can hold (27 + 255 + 255 * 255 bytes)
+        with _binary(source) as f:
+            f.seek(max(0, _byte_size(f) - 70_000))  # more than one page can hold (27 + 255 + 255 * 255 bytes)
             tail = f.read()
     except OSError:
         return False
@@ -144,9 +184,10 @@ def _ogg_cut_short(path: Path) -> bool:
     return False
 
 
-def audio_warnings(path: str | os.PathLike[str], info: sf._SoundFileInfo) -> list[str]:
-    """What is suspicious about a file that decodes: today, an Ogg stream that ends without its end mark."""
-    if info.format == "OGG" and _ogg_cut_short(Path(path)):
+def audio_warnings(path: str | os.PathLike[str] | BinaryIO, info: sf._SoundFileInfo) -> list[str]:
+    """What is suspicious about a file (by name, or a seekable binary file object) that decodes: today, an Ogg stream
+    that ends without its end mark."""
+    if info.format == "OGG" and _ogg_cut_short(path if hasattr(path, "read") else Path(path)):
         return [f"the Ogg stream has no end-of-stream mark: the file looks cut short (decoded {info.duration:.2f} s)"]
     return []
 
@@ -173,17 +214,17 @@ def resample(waveform: np.ndarray, orig_rate: int, target_rate: int) -> np.ndarr
 _INT16_SUBTYPES = frozenset({"PCM_16", "PCM_S8", "PCM_U8"})
 
 
-def _open_checked(path: Path, max_seconds: float | None) -> sf._SoundFileInfo:
+def _open_checked(source: _Source, name: str, max_seconds: float | None) -> sf._SoundFileInfo:
     """Header checks shared by whole-file and streamed decoding."""
-    info = audio_info(path)
-    missing = _wav_missing_bytes(path)
+    info = _info(source, name)
+    missing = _wav_missing_bytes(source)
     if missing:
-        raise AudioLoadError(path, f"is truncated: its data chunk is {missing} bytes short of what the header declares")
+        raise AudioLoadError(name, f"is truncated: its data chunk is {missing} bytes short of what the header declares")
     if info.frames == 0:
-        raise AudioLoadError(path, "contains no audio samples (zero length)")
+        raise AudioLoadError(name, "contains no audio samples (zero length)")
     if max_seconds is not None and info.frames > max_seconds * info.samplerate:
         raise AudioLoadError(
-            path, f"is {info.frames / info.samplerate:.1f} s long, over the limit of {max_seconds:.1f} s"
+            name, f"is {info.frames / info.samplerate:.1f} s long, over the limit of {max_seconds:.1f} s"
         )
     return info
 
@@ -194,27 +235,81 @@ def read_pcm(path: str | os.PathLike[str], *, max_seconds: float | None = None) 
     The same checks as ``load_audio`` (missing, empty, undecodable, truncated, NaN/inf). Use ``pcm_to_float`` (or
     ``load_audio``) to get float samples; keeping int16 is cheaper to move between processes and to a GPU.
     """
-    data, rate, _ = _read_checked(Path(path), max_seconds)
+    path = Path(path)
+    data, rate, _ = _read_checked(path, str(path), max_seconds)
     return data, rate
 
 
-def _read_checked(path: Path, max_seconds: float | None) -> tuple[np.ndarray, int, sf._SoundFileInfo]:
-    info = _open_checked(path, max_seconds)
+def _read_checked(source: _Source, name: str, max_seconds: float | None) -> tuple[np.ndarray, int, sf._SoundFileInfo]:
+    info = _open_checked(source, name, max_seconds)
     dtype = "int16" if info.subtype in _INT16_SUBTYPES else "float32"
     try:
-        data, rate = sf.read(_sf_path(path), dtype=dtype, always_2d=True)
+        data, rate = sf.read(_sf_source(source), dtype=dtype, always_2d=True)
     except (sf.LibsndfileError, RuntimeError) as err:
-        raise AudioLoadError(path, f"could not be decoded ({_sf_reason(err)})") from None
+        raise AudioLoadError(name, f"could not be decoded ({_sf_reason(err)})") from None
     if data.shape[0] == 0:
-        raise AudioLoadError(path, "contains no audio samples (the header promises data the file does not hold)")
+        raise AudioLoadError(name, "contains no audio samples (the header promises data the file does not hold)")
     if data.shape[0] < info.frames:
         # libsndfile returns what it could read from a cut-off file; using half a recording silently would be wrong.
         raise AudioLoadError(
-            path, f"is truncated: the header promises {info.frames} frames but only {data.shape[0]} could be read"
+            name, f"is truncated: the header promises {info.frames} frames but only {data.shape[0]} could be read"
         )
     if data.dtype != np.int16 and not np.isfinite(data).all():
-        raise AudioLoadError(path, "contains NaN or infinite samples")
+        raise AudioLoadError(name, "contains NaN or infinite samples")
     return data, rate, info
+
+
+def read_encoded(audio: bytes | bytearray | memoryview | BinaryIO, name: str) -> tuple[np.ndarray, int, list[str]]:
+    """An encoded audio file held in memory (its bytes, or a binary file object read from its start) as ``read_pcm``
+    reads a file, with the same checks: its samples as stored, its sample rate, and ``audio_warnings``. ``name``
+    stands for the file's path in messages."""
+    if isinstance(audio, io.TextIOBase):
+        raise AudioLoadError(name, "is a file object opened in text mode: open the file in binary mode ('rb')")
+    if isinstance(audio, (bytes, bytearray, memoryview)):
+        source: BinaryIO = io.BytesIO(audio)
+    elif getattr(audio, "seekable", lambda: False)():
+        source = audio
+    else:
+        source = io.BytesIO(audio.read())  # a pipe or a socket: libsndfile seeks, so it reads a copy
+    data, rate, info = _read_checked(source, name, None)
+    return data, rate, audio_warnings(source, info)
+
+
+# Sample types taken as they are (``read_pcm`` gives these two); other floats are rounded to float32 as a float WAV
+# would store them.
+_PCM_DTYPES = (np.dtype(np.float32), np.dtype(np.int16))
+
+
+def array_pcm(audio: np.ndarray | torch.Tensor, name: str) -> np.ndarray:
+    """Decoded samples, mono ``(T,)`` or ``(channels, T)``, in ``read_pcm``'s layout: ``(frames, channels)``, float32
+    (in [-1, 1]) or int16 (PCM, full scale 32768), so that they take the same way to a waveform as a file's samples.
+
+    The checks a file's samples get: ``AudioLoadError`` (naming ``name``) for no samples, NaN or infinite samples, a
+    shape that is neither layout, and sample types that are neither float nor int16. A tensor on a GPU is copied
+    to the host, where the checks and soxr run.
+    """
+    if isinstance(audio, torch.Tensor):
+        audio = audio.detach().cpu()
+        if audio.is_floating_point():
+            audio = audio.float()  # numpy has no bfloat16
+        audio = audio.numpy()
+    data = np.asarray(audio)
+    if data.ndim not in (1, 2):
+        raise AudioLoadError(name, f"has shape {data.shape}: give mono samples (T,) or channels (C, T)")
+    if data.size == 0:
+        raise AudioLoadError(name, "contains no audio samples (zero length)")
+    if data.ndim == 2 and data.shape[0] > data.shape[1]:
+        # soundfile and librosa(mono=False) differ in layout; a (T, C) clip read as (C, T) would be T channels.
+        raise AudioLoadError(
+            name, f"has shape {data.shape}: more channels than samples; give (channels, samples) (transpose it: .T)"
+        )
+    if data.dtype.kind == "f" and data.dtype not in _PCM_DTYPES:
+        data = data.astype(np.float32)
+    if data.dtype not in _PCM_DTYPES:
+        raise AudioLoadError(name, f"has samples of type {data.dtype}: give floats in [-1, 1] or int16 PCM")
+    if data.dtype != np.int16 and not np.isfinite(data).all():
+        raise AudioLoadError(name, "contains NaN or infinite samples")
+    return np.ascontiguousarray(data[:, None] if data.ndim == 1 else data.T)
 
 
 def pcm_to_float(data: np.ndarray, mono: bool = True) -> np.ndarray:
@@ -254,15 +349,25 @@ def load_audio(
     too short to leave a sample at ``sample_rate``), or NaN/infinite samples. What decodes but looks wrong (an Ogg
     file cut short) goes to ``on_warning`` (default: logged), one message at a time.
     """
-    data, rate, info = _read_checked(Path(path), max_seconds)
+    data, rate, info = _read_checked(Path(path), str(path), max_seconds)
     for message in audio_warnings(path, info):
         (on_warning or (lambda m: _logger.warning("%s: %s", path, m)))(message)
+    return pcm_to_waveform(data, rate, sample_rate, name=str(path), mono=mono)
+
+
+def pcm_to_waveform(
+    data: np.ndarray, rate: int, sample_rate: int | None, *, name: str, mono: bool = True
+) -> torch.Tensor:
+    """Samples in ``read_pcm``'s layout at ``rate`` -> float32 tensor, ``(T,)`` downmixed (``mono``) or
+    ``(channels, T)``, resampled with soxr to ``sample_rate`` (None: kept). What ``load_audio`` does after reading;
+    in-memory audio (``array_pcm``, ``read_encoded``) takes the same way. Raises ``AudioLoadError`` naming ``name``
+    when no sample is left at ``sample_rate``."""
     frames = data.shape[0]
     data = pcm_to_float(data, mono=mono)
     if sample_rate is not None and rate != sample_rate:
         data = resample(data, rate, sample_rate)
         if data.shape[0] == 0:
-            raise AudioLoadError(path, f"is too short: {frames} sample(s) at {rate} Hz leave none at {sample_rate} Hz")
+            raise AudioLoadError(name, f"is too short: {frames} sample(s) at {rate} Hz leave none at {sample_rate} Hz")
     data = np.ascontiguousarray(data if mono else data.T, dtype=np.float32)
     return torch.from_numpy(data)
 
@@ -277,7 +382,7 @@ def stream_audio(
     truncation found mid-file raises when its block is reached.
     """
     path = Path(path)
-    info = _open_checked(path, None)
+    info = _open_checked(path, str(path), None)
     rate = info.samplerate
     dtype = "int16" if info.subtype in _INT16_SUBTYPES else "float32"
     resampler = None

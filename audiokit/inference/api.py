@@ -21,7 +21,7 @@ from .embedding_store import EMBED_FORMAT, FLUSH_SECONDS, SHARD_ROWS, EmbeddingS
 from .results import FileResult, Segment
 from .runner import InferenceRunner
 from .sinks import open_tag_sink, tag_header, tag_record
-from .sources import iter_inputs
+from .sources import AudioInput, expand_sources, in_memory_kind, iter_inputs
 
 
 def load_model(
@@ -73,10 +73,18 @@ def _set_labels(net: AudioClassifier | None, labels: Sequence[str], name: str) -
 DEFAULT_MODEL = "efficientat_mn10.audioset"
 
 
+def _as_inputs(inputs: AudioInput | Iterable[AudioInput]) -> Iterable[AudioInput]:
+    """One input as a list of one: a path, or one clip in memory (a 2-D array is one clip's channels, not a batch)."""
+    if isinstance(inputs, (str, os.PathLike)) or in_memory_kind(inputs) is not None:
+        return [inputs]
+    return inputs  # type: ignore[return-value]
+
+
 def tag(
-    inputs: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
+    inputs: AudioInput | Iterable[AudioInput],
     model: AudioClassifier | str | None = None,
     *,
+    sample_rate: int | Sequence[int | None] | None = None,
     checkpoint_path: str | os.PathLike[str] | None = None,
     top_k: int = 5,
     threshold: float | None = None,
@@ -86,21 +94,39 @@ def tag(
     labels: Sequence[str] | None = None,
     **runner_kwargs: Any,
 ) -> list[dict[str, Any]]:
-    """Tag audio files. Returns one dict per file, in input order::
+    """Tag audio files and audio in memory. Returns one dict per file or in-memory item, in input order::
 
         {"path", "duration", "labels": [{"label", "score"}...], "windows": [{"start", "end", "labels"}...],
          "error", "warnings", "size", "mtime_ns"}
 
     ``labels`` is the clip-level result (for windowed files: the per-class maximum over windows, or the mean with
     ``aggregate="mean"``). Files longer than ``stream_seconds`` (default 5 minutes) are decoded block by block in
-    windows, so memory does not grow with the file. ``size`` and ``mtime_ns`` are the file's as it was read.
+    windows, so memory does not grow with the file (audio in memory that long gets the same windows). ``size`` and
+    ``mtime_ns`` are the file's as it was read (None for audio in memory).
+
+    ``inputs``: one input or an iterable of them, each a file, a directory (its audio files; sub-directories
+    with ``recursive``) or a glob pattern; or audio in memory: a numpy array or torch tensor of samples, mono ``(T,)``
+    or one multichannel clip ``(C, T)`` (a 2-D array is one clip, not a batch: give a list for several), float in
+    [-1, 1] or int16 PCM, a tensor on any device; the bytes of an encoded file (WAV, FLAC, OGG, MP3); or a binary
+    file object (``io.BytesIO``, ``open(..., "rb")``, read from its start and left open). Audio in memory is checked,
+    downmixed and resampled exactly as the same samples read from a file (a float32 WAV of the array gives the same
+    result); it is named ``<array 0>``, ``<tensor 1>``, ``<bytes 2>``, ``<file 3>`` (its kind and its place in
+    ``inputs``) in the results' ``path`` and in messages, and a bad item (NaN, empty, a wrong shape, undecodable bytes,
+    no sample rate) becomes an error as a bad file does, while the others go on.
+
+    ``sample_rate``: the rate of the arrays and tensors, one for all, or one entry per input (None for the inputs
+    that carry their own rate, as files, bytes and file objects do; a rate given there is a ValueError). One rate for
+    all does not apply to those: bytes and file objects are read at the rate their header states.
+
     ``runner_kwargs``: ``batch_size``, ``num_workers``, ``device``,
     ``precision``, ``aggregate``, ``progress``, ``channels_last``, ``compile``, ``stream_seconds``,
     ``preprocess_on``, ``cpu_streams``. ``labels``: the label texts of a zero-shot model (CLAP), scored with a
     softmax over them.
+
+    Example: ``ak.tag(wave, sample_rate=44100)``, ``ak.tag([wave, "b.flac", flac_bytes], sample_rate=[16000, None,
+    None])``.
     """
-    if isinstance(inputs, (str, os.PathLike)):
-        inputs = [inputs]
+    sources = expand_sources(_as_inputs(inputs), recursive, sample_rate)  # before the model: a bad rate costs no load
     _check_selection(top_k, threshold)
     net = load_model(model, checkpoint_path, labels=labels)
     if net.num_classes == 0:
@@ -109,7 +135,7 @@ def tag(
         raise ValueError("this model has no classifier (num_classes=0): use embed() for embeddings")
     runner = InferenceRunner(net, mode="scores", window=window, hop=hop, **runner_kwargs)
     names = net.label_names
-    return [tag_record(result, names, top_k, threshold) for result in runner.run(inputs, recursive=recursive)]
+    return [tag_record(result, names, top_k, threshold) for result in runner.run(sources)]
 
 
 @dataclass
@@ -209,9 +235,10 @@ class Embeddings:
 
 
 def embed(
-    inputs: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
+    inputs: AudioInput | Iterable[AudioInput],
     model: AudioClassifier | str | None = None,
     *,
+    sample_rate: int | Sequence[int | None] | None = None,
     checkpoint_path: str | os.PathLike[str] | None = None,
     window: float | None = None,
     hop: float | None = None,
@@ -220,13 +247,16 @@ def embed(
     layer: int | None = None,
     **runner_kwargs: Any,
 ) -> Embeddings:
-    """Embeddings of audio files: one row per file, or one per window when ``window`` is given.
+    """Embeddings of audio files and audio in memory: one row per file or item, or one per window when ``window`` is
+    given. Row ids and ``errors`` keys are the paths, or the names of the in-memory items (``<array 0>``).
+
+    ``inputs`` and ``sample_rate`` as ``tag`` takes them.
 
     ``layer=k`` takes the embedding of hidden layer ``k`` (models with layers, e.g. wav2vec2); ``frame_level=True``
-    gives one row per model frame (id ``path@start``) instead of one per clip or window.
+    gives one row per model frame (id ``path@start``) instead of one per clip or window. ``runner_kwargs`` as
+    ``tag``.
     """
-    if isinstance(inputs, (str, os.PathLike)):
-        inputs = [inputs]
+    sources = expand_sources(_as_inputs(inputs), recursive, sample_rate)
     net = load_model(model, checkpoint_path)
     mode = "frames" if frame_level else "embedding"
     if frame_level and window is not None and hop is not None and hop < window:
@@ -238,7 +268,7 @@ def embed(
     starts: list[float] = []
     ends: list[float] = []
     errors: dict[str, str] = {}
-    for result in runner.run(inputs, recursive=recursive):
+    for result in runner.run(sources):
         if not result.ok:
             errors[result.path] = result.error or "failed"
             continue

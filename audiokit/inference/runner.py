@@ -1,8 +1,9 @@
 """The runner: sources -> decode -> window -> batch -> forward -> aggregate, one file's result at a time.
 
-Files are decoded in DataLoader workers; windows of equal length are batched together, and whole clips are batched
-only with clips of the same length, so a clip's result never depends on what it was batched with. A bad file becomes
-a result with an ``error`` and the run goes on. Results come out in input order; the files between the oldest one
+Files are decoded in DataLoader workers (audio in memory in the main process, in its place among them); windows of
+equal length are batched together, and whole clips are batched only with clips of the same length, so a clip's
+result never depends on what it was batched with. A bad file (or in-memory item) becomes a result with an ``error``
+and the run goes on. Results come out in input order; the files between the oldest one
 not yet finished and the newest one decoded are the reordering buffer, capped at ``max_pending`` (and the loader
 reads at most ``prefetched`` files ahead), so memory does not grow with the number of files.
 """
@@ -12,7 +13,6 @@ from __future__ import annotations
 import inspect
 import logging
 import math
-import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -25,11 +25,11 @@ from ..audio.io import AudioLoadError, pcm_to_waveform_on
 from ..models._base import AudioClassifier
 from .aggregate import AGGREGATES, finish_result
 from .batch import Batch, Batcher
-from .decode import STREAM_SECONDS, _unexpected, decoded_files, prefetched, streamed_windows
+from .decode import STREAM_SECONDS, _unexpected, decoded_inputs, prefetched, streamed_windows
 from .forward import MODES, PRECISIONS, EagerBackend
 from .placement import plan_placement
 from .results import FileResult
-from .sources import expand_inputs
+from .sources import InMemoryAudio
 from .window import Windowing
 
 _logger = logging.getLogger(__name__)
@@ -141,23 +141,25 @@ class InferenceRunner:
         """Most files taken from the input but not yet handed out: the reordering buffer and the loader's read-ahead."""
         return self.max_pending + prefetched(self.num_workers)
 
-    def run(self, inputs: Iterable[str | os.PathLike[str]], recursive: bool = False) -> list[FileResult]:
-        return list(self.iter_results(expand_inputs(inputs, recursive)))  # a list: the progress bar knows the total
+    def run(self, sources: Iterable[Path | InMemoryAudio]) -> list[FileResult]:
+        """Every result at once; ``sources`` as ``expand_sources`` gives them (listed first: the progress bar knows
+        the total)."""
+        return list(self.iter_results(list(sources)))
 
-    def iter_results(self, paths: Iterable[Path]) -> Iterator[FileResult]:
-        """Yield results in input order as files complete; ``paths`` (a list or any iterator) is read as the run
-        goes, at most ``max_in_flight`` files ahead of what has been yielded."""
+    def iter_results(self, sources: Iterable[Path | InMemoryAudio]) -> Iterator[FileResult]:
+        """Yield results in input order as files complete; ``sources`` (a list or any iterator of paths and
+        ``InMemoryAudio``) is read as the run goes, at most ``max_in_flight`` items ahead of what has been yielded."""
         with self.backend.session():
-            yield from self._iter_results(paths)
+            yield from self._iter_results(sources)
 
-    def _iter_results(self, paths: Iterable[Path]) -> Iterator[FileResult]:
-        total = len(paths) if hasattr(paths, "__len__") else None
+    def _iter_results(self, sources: Iterable[Path | InMemoryAudio]) -> Iterator[FileResult]:
+        total = len(sources) if hasattr(sources, "__len__") else None
         progress = _progress_bar(total, enabled=self.progress)
         batcher = Batcher(self.batch_size, split=self.cpu_streams)
         order: deque[_InFlight] = deque()
-        items = decoded_files(paths, self.sample_rate, self.stream_seconds, raw=self.preprocess_on == "device",
-                              num_workers=self.num_workers,
-                              pin=self.device.type == "cuda" and self.preprocess_on == "device")  # fmt: skip
+        items = decoded_inputs(sources, self.sample_rate, self.stream_seconds, raw=self.preprocess_on == "device",
+                               num_workers=self.num_workers,
+                               pin=self.device.type == "cuda" and self.preprocess_on == "device")  # fmt: skip
         for item in items:
             state = _InFlight(FileResult(path=item.path, warnings=list(item.warnings), size=item.size,
                                          mtime_ns=item.mtime_ns))  # fmt: skip

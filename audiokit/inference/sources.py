@@ -1,24 +1,107 @@
-"""Sources: the files a run reads, from paths, directories, glob patterns and file lists, produced lazily.
+"""Sources: the files a run reads, from paths, directories, glob patterns and file lists, produced lazily; and, for
+``tag`` and ``embed``, audio handed over in memory.
 
 ``iter_inputs`` expands one argument at a time, so a list of a million names is never a list of a million paths
 before the first file starts; a directory or pattern is sorted (which needs its own listing in memory), a file list
-is taken in its own order, neither sorted nor deduplicated.
+is taken in its own order, neither sorted nor deduplicated. ``expand_sources`` adds ``InMemoryAudio`` items (arrays,
+tensors, bytes, binary file objects) in their places among the files.
 """
 
 from __future__ import annotations
 
 import glob
 import logging
+import math
+import numbers
 import os
 import stat
 import sys
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any, BinaryIO
+
+import numpy as np
+import torch
 
 from ..audio.io import AUDIO_EXTENSIONS
 
 _logger = logging.getLogger(__name__)
+
+
+# What ``tag`` and ``embed`` take, one item or an iterable of them.
+AudioInput = str | os.PathLike | np.ndarray | torch.Tensor | bytes | bytearray | memoryview | BinaryIO
+
+
+@dataclass(frozen=True)
+class InMemoryAudio:
+    """Audio handed over in memory: ``kind`` "array" or "tensor" (decoded samples at ``sample_rate``, None if not
+    given), "bytes" or "file" (an encoded file, which carries its own rate). ``name`` (``<array 0>``: its kind and
+    its place among the inputs) stands for its path in results and messages."""
+
+    name: str
+    kind: str
+    audio: Any
+    sample_rate: int | None = None
+
+
+def in_memory_kind(item: Any) -> str | None:
+    """ "array", "tensor", "bytes" or "file" for audio in memory, None for anything else (a path)."""
+    if isinstance(item, np.ndarray):
+        return "array"
+    if isinstance(item, torch.Tensor):
+        return "tensor"
+    if isinstance(item, (bytes, bytearray, memoryview)):
+        return "bytes"  # never a file name here: os.fsdecode would take bytes for one
+    if hasattr(item, "read"):
+        return "file"
+    return None
+
+
+def expand_sources(
+    inputs: Iterable[AudioInput], recursive: bool = False, sample_rate: int | Iterable[int | None] | None = None
+) -> list[Path | InMemoryAudio]:
+    """``expand_inputs`` with audio in memory kept in its place, as ``InMemoryAudio`` named by its kind and index.
+
+    ``sample_rate``: the rate of the arrays and tensors, one for all (bytes, file objects and files carry their own,
+    to which it does not apply), or one entry per input (None where the input carries its rate, a ValueError
+    otherwise). An array without a rate is not refused here: it becomes its own error record, as a bad file does.
+    """
+    inputs = list(inputs)
+    if sample_rate is None or isinstance(sample_rate, numbers.Real):
+        rates = [None if sample_rate is None else _checked_rate(sample_rate, "sample_rate")] * len(inputs)
+        per_input = False
+    else:
+        if isinstance(sample_rate, str):
+            raise ValueError(f"sample_rate must be a number of Hz or one entry per input, got {sample_rate!r}")
+        rates = [None if r is None else _checked_rate(r, f"sample_rate[{i}]") for i, r in enumerate(sample_rate)]
+        if len(rates) != len(inputs):
+            raise ValueError(f"sample_rate has {len(rates)} entries for {len(inputs)} inputs: give one per input")
+        per_input = True
+    sources: list[Path | InMemoryAudio] = []
+    for index, (item, rate) in enumerate(zip(inputs, rates)):
+        kind = in_memory_kind(item)
+        if kind is None and not isinstance(item, (str, os.PathLike)):
+            raise TypeError(
+                f"input {index} is a {type(item).__name__}: give a path, a numpy array, a torch tensor, bytes or a "
+                "binary file object"
+            )
+        takes_rate = kind in ("array", "tensor")
+        if per_input and rate is not None and not takes_rate:
+            what = f"<{kind} {index}>" if kind else repr(os.fspath(item))
+            raise ValueError(f"sample_rate[{index}] is given for {what}, which carries its own rate: give None there")
+        if kind is None:
+            sources.extend(iter_inputs([item], recursive))
+        else:
+            sources.append(InMemoryAudio(f"<{kind} {index}>", kind, item, rate if takes_rate else None))
+    return sources
+
+
+def _checked_rate(rate: Any, what: str) -> int:
+    whole = isinstance(rate, numbers.Real) and not isinstance(rate, bool) and math.isfinite(rate) and rate == int(rate)
+    if not whole or rate < 1:
+        raise ValueError(f"{what} must be a positive whole number of Hz, got {rate!r}")
+    return int(rate)
 
 
 def expand_inputs(inputs: Iterable[str | os.PathLike[str]], recursive: bool = False) -> list[Path]:

@@ -96,7 +96,9 @@ class Windowing:
 
     def spans(self, n: int, warnings: list[str]) -> list[tuple[int, int]]:
         """``(start, end)`` sample spans of a signal of ``n`` samples held in memory."""
-        plan = self.plan(n, warnings)
+        # Only audio handed over in memory is held whole past stream_seconds; it gets the windows the same audio
+        # streamed from a file would.
+        plan = self.plan(n, warnings, streamed=n > self.stream_seconds * self.sample_rate)
         if plan is None:
             return [(0, n)]
         window, hop = plan
