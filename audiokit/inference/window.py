@@ -7,22 +7,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..audio.windows import window_starts
+
 # Whole files longer than this many training clips are windowed automatically (a one-hour file through a CNN in one
 # piece needs gigabytes of activations).
 AUTO_WINDOW_CLIPS = 10
 # Window for streamed files of models that name no clip length (wav2vec2 ASR weights): attention over a whole hour
 # would not fit in memory.
 STREAM_WINDOW_SECONDS = 30.0
-
-
-def window_starts(num_samples: int, window: int, hop: int) -> list[int]:
-    """Start samples of full windows covering the signal; the last window is aligned to the end, never padded."""
-    if num_samples <= window:
-        return [0]
-    starts = list(range(0, num_samples - window + 1, hop))
-    if starts[-1] + window < num_samples:
-        starts.append(num_samples - window)
-    return starts
 
 
 def _stream_windows(

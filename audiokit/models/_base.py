@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import logging
 import operator
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,10 +44,13 @@ from torch import nn
 from .._pretrained import FrontendCfg, PretrainedCfg
 from .._weights import save_pretrained_dir
 from ..audio.frontend import LogMelFrontend
+from ..audio.windows import window_starts
 from ..layers import ClassifierHead, HeadConfig, get_output_activation, loss_for_output
 
 _logger = logging.getLogger(__name__)
 
+#: What ``predict_proba`` and ``embed`` take: a ``(B, T)`` batch, or a list of 1-D clips of any lengths.
+Waveforms = torch.Tensor | Sequence[torch.Tensor]
 #: What ``embed(layer=...)`` takes: None / ``"pre_logits"``, another name of ``embedding_layers``, or a block index.
 EmbeddingLayer = int | str | None
 DEFAULT_EMBEDDING = "pre_logits"
@@ -164,25 +168,80 @@ class AudioClassifier(nn.Module):
         return self.forward_head(self.forward_features(self.prepare_waveform(waveform)))
 
     @torch.no_grad()
-    def predict_proba(self, waveform: torch.Tensor) -> torch.Tensor:
-        """Probabilities ``(B, num_classes)``: sigmoid for multi-label weights, softmax for single-label ones."""
+    def predict_proba(self, waveform: Waveforms) -> torch.Tensor:
+        """Probabilities ``(B, num_classes)``: sigmoid for multi-label weights, softmax for single-label ones.
+
+        ``waveform``: a ``(B, T)`` batch, or a list of 1-D clips of different lengths, each given the result it has
+        alone. A clip longer than a fixed-input model's ``max_samples`` is cut into windows of it (the last one
+        aligned to the clip's end) and scored by the per-class maximum over them, as ``audiokit tag`` scores a long
+        file; nothing is truncated."""
         if self.num_classes == 0:
             raise ValueError("this model has no classifier (num_classes=0); use embed() instead")
-        return self.activate(self.forward(waveform))
+        return self._per_clip(waveform, lambda x: self.activate(self.forward(x)), "max")
 
     def activate(self, logits: torch.Tensor) -> torch.Tensor:
         """Logits -> what ``predict_proba`` reports, by ``output_activation`` (softmax, sigmoid, log_softmax, ...)."""
         return get_output_activation(self.output_activation)(logits.float())
 
     @torch.no_grad()
-    def embed(self, waveform: torch.Tensor, layer: EmbeddingLayer = None) -> torch.Tensor:
+    def embed(self, waveform: Waveforms, layer: EmbeddingLayer = None) -> torch.Tensor:
         """Embedding ``(B, size)`` at ``layer`` (see the module docstring; ``embedding_layers`` lists the points and
-        their sizes): by default the pre-logits embedding ``(B, num_features)``."""
+        their sizes): by default the pre-logits embedding ``(B, num_features)``. ``waveform`` as ``predict_proba``
+        takes it; a clip longer than ``max_samples`` gets the mean of its windows' embeddings."""
         key = self.resolve_embedding_layer(layer)
-        waveform = self.prepare_waveform(waveform)
-        if key == DEFAULT_EMBEDDING:
-            return self.forward_head(self.forward_features(waveform), pre_logits=True)
-        return self.forward_embedding(waveform, key)
+
+        def compute(x: torch.Tensor) -> torch.Tensor:
+            x = self.prepare_waveform(x)
+            if key == DEFAULT_EMBEDDING:
+                return self.forward_head(self.forward_features(x), pre_logits=True)
+            return self.forward_embedding(x, key)
+
+        return self._per_clip(waveform, compute, "mean")
+
+    def _per_clip(
+        self, waveform: Waveforms, compute: Callable[[torch.Tensor], torch.Tensor], reduce: str
+    ) -> torch.Tensor:
+        """``compute`` over a batch, or clip by clip where the clips differ in length or exceed ``max_samples``:
+        pieces of equal length are batched together (so no clip is zero-padded to another's length, which would
+        move its result), and each clip's window rows are reduced (``"max"`` or ``"mean"``) into its row."""
+        limit = self.max_samples
+        if isinstance(waveform, torch.Tensor) and (limit is None or waveform.dim() != 2 or waveform.shape[-1] <= limit):
+            return compute(waveform)  # a batch as it is (prepare_waveform checks its layout)
+        clips = self._clips(waveform)
+        pieces: list[tuple[int, torch.Tensor]] = []
+        for index, clip in enumerate(clips):
+            n = clip.shape[-1]
+            if limit is not None and n > limit:
+                pieces += [(index, clip[s : s + limit]) for s in window_starts(n, limit, limit)]
+            else:
+                pieces.append((index, clip))
+        rows: list[torch.Tensor | None] = [None] * len(pieces)
+        by_length: dict[int, list[int]] = {}
+        for position, (_, piece) in enumerate(pieces):
+            by_length.setdefault(piece.shape[-1], []).append(position)
+        for positions in by_length.values():
+            out = compute(torch.stack([pieces[p][1] for p in positions]))
+            for p, row in zip(positions, out):
+                rows[p] = row
+        per_clip: list[list[torch.Tensor]] = [[] for _ in clips]
+        for (index, _), row in zip(pieces, rows):
+            per_clip[index].append(row)  # type: ignore[arg-type]
+        combine = (lambda r: r.amax(dim=0)) if reduce == "max" else (lambda r: r.mean(dim=0))
+        return torch.stack([combine(torch.stack(r)) if len(r) > 1 else r[0] for r in per_clip])
+
+    @staticmethod
+    def _clips(waveform: Waveforms) -> list[torch.Tensor]:
+        """A ``(B, T)`` batch or a list of 1-D clips -> the clips, each checked (one line naming the clip)."""
+        if isinstance(waveform, torch.Tensor):
+            return list(waveform.unbind(0))
+        if not isinstance(waveform, (list, tuple)) or not waveform:
+            raise TypeError(f"expected a (batch, samples) tensor or a non-empty list of 1-D tensors, got {waveform!r}")
+        for i, clip in enumerate(waveform):
+            if not isinstance(clip, torch.Tensor):
+                raise TypeError(f"clip {i}: expected a torch.Tensor, got {type(clip).__name__}")
+            if clip.dim() != 1 or clip.shape[0] == 0:
+                raise ValueError(f"clip {i}: expected a non-empty 1-D waveform, got shape {tuple(clip.shape)}")
+        return list(waveform)
 
     @torch.no_grad()
     def embed_frames(self, waveform: torch.Tensor, layer: EmbeddingLayer = None) -> FrameEmbeddings:

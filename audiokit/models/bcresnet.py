@@ -311,7 +311,8 @@ _LICENSE = (
 _NOTES = (
     "No official weights are published: pass checkpoint_path= (Python) or --checkpoint-path FILE (CLI) with a state "
     "dict trained by the reference code (12-class Google Speech Commands protocol) or saved by save_pretrained. "
-    "Input is zero-padded to exactly 1 s; longer input raises (tag in 1 s windows)."
+    "Input is zero-padded to exactly 1 s; embed and predict_proba cut longer input into 1 s windows (forward "
+    "refuses it)."
 )
 
 # tau -> (registry suffix, parameter count of the reference network, published metrics)

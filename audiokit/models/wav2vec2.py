@@ -45,7 +45,7 @@ from torch import nn
 from .._pretrained import FrontendCfg, PretrainedCfg
 from .._registry import list_models, register_model, register_pretrained_cfgs
 from .._weights import CheckpointMismatchError
-from ._base import AudioClassifier
+from ._base import AudioClassifier, Waveforms
 
 __all__ = [
     "TORCHAUDIO_BUNDLES",
@@ -236,7 +236,7 @@ class Wav2Vec2Classifier(AudioClassifier):
         return features.mean(dim=1)
 
     @torch.no_grad()
-    def embed(self, waveform: torch.Tensor, layer: int | None = None) -> torch.Tensor:
+    def embed(self, waveform: Waveforms, layer: int | None = None) -> torch.Tensor:
         """Embedding ``(B, num_features)``; with ``layer=k`` instead the time-mean of hidden state ``k``
         ``(B, hidden_size)`` (0: the transformer's input, ``num_layers``: the last layer; negative counts back)."""
         if layer is None:
@@ -244,7 +244,9 @@ class Wav2Vec2Classifier(AudioClassifier):
         n = self.num_layers + 1
         if not -n <= layer < n:
             raise ValueError(f"layer must be in [{-n}, {n - 1}] for a {self.num_layers}-layer model, got {layer}")
-        return self.hidden_states(self.prepare_waveform(waveform))[layer].mean(dim=1)
+        return self._per_clip(
+            waveform, lambda x: self.hidden_states(self.prepare_waveform(x))[layer].mean(dim=1), "mean"
+        )
 
     @torch.no_grad()
     def forward_frame_embeddings(self, waveform: torch.Tensor, layer: int | None = None) -> torch.Tensor:
