@@ -115,17 +115,33 @@ def test_bad_audio_and_options_are_refused():
         hear.load_model(model_name="panns_cnn41")
 
 
+# One model of every family; beyond EfficientAT they are full-size (the validator loads the released architecture
+# from a weights file), so slow.
+VALIDATED = ["efficientat_mn01.audioset"] + [
+    pytest.param(name, marks=pytest.mark.slow)
+    for name in ("efficientat_dymn04.audioset", "panns_cnn6.audioset", "panns_cnn14_decisionlevelmax.audioset",
+                 "bcresnet_1.speechcommands", "ast_base.speechcommands_v2", "passt_s.audioset", "htsat.audioset",
+                 "ssast_tiny_patch.ssl", "sat_tiny_1s.audioset", "vggish.audioset", "wav2vec2_base.librispeech")
+]  # fmt: skip
+
+
 @pytest.mark.skipif(importlib.util.find_spec("hearvalidator") is None,
                     reason="hearvalidator is not installed (pip install --no-deps hearvalidator)")  # fmt: skip
-def test_hearvalidator_accepts_the_module(tmp_path, monkeypatch):
+@pytest.mark.parametrize("name", VALIDATED)
+def test_hearvalidator_accepts_the_module(name, tmp_path, monkeypatch):
     """The validator itself. It imports tensorflow at module level only to recognise TensorFlow models; where
     tensorflow is absent a module with an empty ``tf.Module`` class stands in, and every torch check runs as is."""
     if importlib.util.find_spec("tensorflow") is None:
-        monkeypatch.setitem(sys.modules, "tensorflow", types.SimpleNamespace(Module=type("Module", (), {})))
-    from hearvalidator.validate import ValidateModel
+        # Only while the validator is imported: left in sys.modules, the stand-in would make transformers (AST,
+        # wav2vec2) believe tensorflow is installed.
+        with monkeypatch.context() as patch:
+            patch.setitem(sys.modules, "tensorflow", types.SimpleNamespace(Module=type("Module", (), {})))
+            from hearvalidator.validate import ValidateModel
+    else:
+        from hearvalidator.validate import ValidateModel
 
-    path, _ = _checkpoint("efficientat_mn01.audioset", tmp_path)
-    monkeypatch.setattr(hear, "DEFAULT_MODEL", "efficientat_mn01.audioset")
+    path, _ = _checkpoint(name, tmp_path)
+    monkeypatch.setattr(hear, "DEFAULT_MODEL", name)
     ValidateModel("audiokit.hear", path, device="cpu")()
 
 

@@ -264,12 +264,16 @@ class AudioClassifier(nn.Module):
         """``(B, T)`` waveform -> frame embeddings ``(B, frames, dim)``; families with a time axis implement it."""
         raise NotImplementedError(f"{type(self).__name__} has no frame embeddings")
 
+    # Whether frame spacing depends on the input's length (HTS-AT stretches any input onto one grid): then the
+    # family's ``frame_times(num_samples)`` gives the spans, else frames are ``frame_hop_seconds`` apart.
+    length_dependent_frames = False
+
     def frame_centres(self, num_samples: int, count: int) -> torch.Tensor:
-        """Centres in seconds (float64) of the ``count`` frames of an input of ``num_samples``: the family's own
-        ``frame_times`` where its frames depend on the length, else ``(i + 0.5) * frame_hop_seconds``."""
-        frame_times = getattr(self, "frame_times", None)
-        if frame_times is not None:
-            return frame_times(num_samples).mean(dim=1)
+        """Centres in seconds (float64) of the ``count`` frames of an input of ``num_samples``: uniform,
+        ``(i + 0.5) * frame_hop_seconds``, or from the family's ``frame_times`` where spacing depends on the length.
+        (PANNs' SED segments keep uniform centres: only their last span is stretched to the clip's end.)"""
+        if self.length_dependent_frames:
+            return self.frame_times(num_samples).mean(dim=1)  # type: ignore[attr-defined]
         return (torch.arange(count, dtype=torch.float64) + 0.5) * float(self.frame_hop_seconds)  # type: ignore[attr-defined]
 
     # -- embedding points ------------------------------------------------------------------------------------------

@@ -202,6 +202,8 @@ class HTSAT(AudioClassifier):
             a count of 0 turns that part off).
     """
 
+    length_dependent_frames = True
+
     def __init__(
         self,
         pretrained_cfg: PretrainedCfg,
