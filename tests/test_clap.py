@@ -327,3 +327,26 @@ def test_hf_hub_name_loads_from_the_cache(clap_dir, tmp_path, monkeypatch, pipe)
     wave = _clip(3.0, seed=1)
     np.testing.assert_allclose(net.predict_proba(torch.from_numpy(wave)[None])[0].numpy(),
                                _pipeline_scores(pipe, wave), atol=1e-5, rtol=0)  # fmt: skip
+
+
+def test_frames_are_the_audio_encoders_time_steps(model, hf_parts):
+    # transformers' own audio tower on the extractor's input: its last_hidden_state (B, C, rows, steps) averaged over
+    # the rows. A 10 s clip fills the input; a 3 s one is repeated by the extractor, and only the steps that start
+    # inside the clip are given. (The released model has 32 steps, 0.3125 s apart; this two-stage one 128.)
+    hf, extractor, _ = hf_parts
+    for seconds in (10.0, 3.0):
+        wave = _clip(seconds, seed=2)
+        features = extractor([wave], sampling_rate=RATE, return_tensors="pt")
+        with torch.no_grad():
+            out = hf.audio_model(input_features=features["input_features"].float(), is_longer=features["is_longer"])
+            frames = model.embed_frames(torch.from_numpy(wave)[None])
+        total = out.last_hidden_state.shape[-1]
+        hop = 10.0 / total
+        assert model.frame_hop_seconds == pytest.approx(hop)
+        steps = math.ceil(seconds / hop)
+        expected = out.last_hidden_state.double().mean(dim=2).transpose(1, 2)[:, :steps]
+        assert frames.embeddings.shape == expected.shape
+        torch.testing.assert_close(frames.embeddings.double(), expected, atol=1e-5, rtol=0)
+        torch.testing.assert_close(frames.times, (torch.arange(steps, dtype=torch.float64) + 0.5) * hop)
+        if seconds == 10.0:  # all the steps: their mean is the pooled output
+            torch.testing.assert_close(frames.embeddings.mean(dim=1), out.pooler_output, atol=1e-5, rtol=0)

@@ -299,6 +299,38 @@ class CLAP(AudioClassifier):
         features, is_longer = self.audio_inputs(waveform)
         return self.clap.audio_model(input_features=features, is_longer=is_longer).pooler_output
 
+    @torch.no_grad()
+    def forward_frame_embeddings(self, waveform: torch.Tensor, layer: int | None = None) -> torch.Tensor:
+        """The audio encoder's token map per time step ``(B, frames, audio hidden_size)``: transformers regroups
+        HTS-AT's folded grid so that its last axis is time; each step is averaged over the frequency rows, so the mean
+        over all steps is ``pooler_output``. The extractor repeats a short clip up to ``max_samples``; only the steps
+        that start inside the clip itself are given."""
+        if layer is not None:
+            raise ValueError(
+                f"{self.pretrained_cfg.name}'s frame embeddings are its last token map's (layer must be None)"
+            )
+        waveform = self.prepare_waveform(waveform)
+        if waveform.shape[-1] > self.max_samples:
+            raise ValueError(
+                f"{self.pretrained_cfg.name} takes at most {self.max_samples} samples per forward; "
+                "embed longer audio in windows (audiokit embed --frame-level does)"
+            )
+        features, is_longer = self.audio_inputs(waveform)
+        tokens = self.clap.audio_model(input_features=features, is_longer=is_longer).last_hidden_state
+        frames = tokens.mean(dim=2).transpose(1, 2)  # (B, C, rows, steps) -> (B, steps, C)
+        inside = math.ceil(waveform.shape[-1] / self.sample_rate / self.frame_hop_seconds - 1e-9)
+        return frames[:, : max(1, min(frames.shape[1], inside))]
+
+    @property
+    def frame_hop_seconds(self) -> float:
+        """``max_samples`` over the time steps of the token map: ``spec_size / patch stride / 2 ** (stages - 1)``
+        steps per frequency group, times ``spec_size / n_mels`` groups (32 for 10 s: 0.3125 s)."""
+        audio = self.config.audio_config
+        stride = audio.patch_stride[1] if isinstance(audio.patch_stride, (list, tuple)) else audio.patch_stride
+        freq_ratio = audio.spec_size // audio.num_mel_bins  # as transformers' ClapAudioEncoder sets it
+        steps = audio.spec_size // stride // 2 ** (len(audio.depths) - 1) * freq_ratio
+        return self.max_samples / self.sample_rate / steps
+
     def forward_pre_logits(self, features: torch.Tensor) -> torch.Tensor:
         """Pooled audio output -> the projected, L2-normalised embedding ``(B, projection_dim)``."""
         return F.normalize(self.clap.audio_projection(features), dim=-1)
