@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 
 import pytest
 import torch
@@ -373,3 +374,28 @@ def test_finetune_yaml_takes_a_hub_name_of_a_generic_model(directories, tmp_path
     model = ak.create_model(f"local-dir:{best}")
     assert isinstance(model, TransformersAudioClassifier) and model.label_names == ("class0", "class1")
     assert model.task == "multiclass"
+
+
+@pytest.mark.parametrize("name", ["data2vec", "sew"])
+def test_frames_are_the_base_models_last_hidden_state(directories, name):
+    from transformers import AutoFeatureExtractor, AutoModel
+
+    fe = AutoFeatureExtractor.from_pretrained(directories[name])
+    base = AutoModel.from_pretrained(directories[name]).eval()  # the encoder alone, loaded by transformers
+    model = ak.create_model(f"local-dir:{directories[name]}").eval()
+    wave = _wave(0.5, batch=1)
+    with torch.no_grad():
+        frames = model.embed_frames(wave)
+        expected = base(**fe(wave[0].numpy(), sampling_rate=16000, return_tensors="pt")).last_hidden_state
+    torch.testing.assert_close(frames.embeddings, expected, atol=1e-5, rtol=0)
+    hop = math.prod(base.config.conv_stride) / 16000
+    count = int(base._get_feat_extract_output_lengths(torch.tensor(wave.shape[-1])))
+    assert frames.embeddings.shape[1] == count
+    torch.testing.assert_close(frames.times, (torch.arange(count, dtype=torch.float64) + 0.5) * hop)
+
+
+def test_filterbank_models_say_they_have_no_frames(directories):
+    model = ak.create_model(f"local-dir:{directories['whisper']}").eval()
+    assert not model.has_frame_embeddings
+    with pytest.raises(ValueError, match="has no frame embeddings"):
+        model.embed_frames(_wave(0.5, batch=1))

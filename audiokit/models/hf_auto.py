@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -248,6 +249,29 @@ class TransformersAudioClassifier(AudioClassifier):
 
     def forward_pre_logits(self, features: torch.Tensor) -> torch.Tensor:
         return features
+
+    # -- frames --------------------------------------------------------------------------------------------------------
+    @property
+    def has_frame_embeddings(self) -> bool:
+        """Models with a strided convolutional encoder on the raw samples (the wav2vec2 lineage: Data2VecAudio, SEW,
+        UniSpeech, ...) have frames a fixed number of samples apart; filterbank models (Whisper, Wav2Vec2-BERT) pad
+        or stack their input in ways this generic path does not read, so they offer none."""
+        return bool(getattr(self.config, "conv_stride", None))
+
+    @torch.no_grad()
+    def forward_frame_embeddings(self, waveform: torch.Tensor, layer: int | None = None) -> torch.Tensor:
+        """The base model's ``last_hidden_state`` ``(B, frames, hidden)``, one frame every ``frame_hop_seconds``."""
+        if not self.has_frame_embeddings:
+            raise ValueError(f"{self.pretrained_cfg.name} ({self.config.model_type}) has no frame embeddings")
+        if layer is not None:
+            raise ValueError(
+                f"{self.pretrained_cfg.name}'s frame embeddings are its last hidden state (layer must be None)"
+            )
+        return self.backbone.base_model(**self.extract(self.prepare_waveform(waveform))).last_hidden_state
+
+    @property
+    def frame_hop_seconds(self) -> float:
+        return math.prod(self.config.conv_stride) / self.sample_rate
 
     def checkpoint_filter_fn(self, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return checkpoint_filter_fn(state_dict, set(self.state_dict()))
