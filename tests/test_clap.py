@@ -350,3 +350,7 @@ def test_frames_are_the_audio_encoders_time_steps(model, hf_parts):
         torch.testing.assert_close(frames.times, (torch.arange(steps, dtype=torch.float64) + 0.5) * hop)
         if seconds == 10.0:  # all the steps: their mean is the pooled output
             torch.testing.assert_close(frames.embeddings.mean(dim=1), out.pooler_output, atol=1e-5, rtol=0)
+            assert model.embedding_layers["pooled"] == out.pooler_output.shape[1]
+            with torch.no_grad():
+                pooled = model.embed(torch.from_numpy(wave)[None], layer="pooled")
+            torch.testing.assert_close(pooled, out.pooler_output, atol=1e-5, rtol=0)

@@ -119,8 +119,14 @@ def test_embed_layer_is_mean_of_hidden_state(hf_classifier, tmp_path):
     for k in (0, 1, 2, -1):
         torch.testing.assert_close(model.embed(wave, layer=k), hidden[k].mean(dim=1), atol=1e-5, rtol=1e-5)
     assert model.embed(wave).shape == (3, PROJ)
-    with pytest.raises(ValueError, match="layer must be in"):
+    with pytest.raises(ValueError, match=r"block 3 is out of range: blocks are 0\.\.2"):
         model.embed(wave, layer=3)
+    with torch.no_grad():  # the weighted layer sum before the projector; the classifier's input after it
+        weights = torch.softmax(hf_classifier.layer_weights, dim=-1)
+        summed = sum(w * h for w, h in zip(weights, hidden))
+        torch.testing.assert_close(model.embed(wave, layer="pooled"), summed.mean(dim=1), atol=1e-5, rtol=1e-5)
+        projected = hf_classifier.projector(summed).mean(dim=1)
+        torch.testing.assert_close(model.embed(wave), projected, atol=1e-5, rtol=1e-5)
 
 
 def test_result_does_not_depend_on_batch_or_gain():

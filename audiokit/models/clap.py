@@ -299,6 +299,14 @@ class CLAP(AudioClassifier):
         features, is_longer = self.audio_inputs(waveform)
         return self.clap.audio_model(input_features=features, is_longer=is_longer).pooler_output
 
+    def embedding_points(self) -> dict[str, int]:
+        """``pooled``: the audio encoder's ``pooler_output``, before the audio projection and the L2 normalisation
+        that make ``pre_logits`` (the joint audio-text space)."""
+        return {"pooled": int(self.clap.audio_model.audio_encoder.num_features)}
+
+    def forward_embedding(self, waveform: torch.Tensor, layer: int | str) -> torch.Tensor:
+        return self.forward_features(waveform)  # "pooled", the one point besides pre_logits
+
     @torch.no_grad()
     def forward_frame_embeddings(self, waveform: torch.Tensor, layer: int | None = None) -> torch.Tensor:
         """The audio encoder's token map per time step ``(B, frames, audio hidden_size)``: transformers regroups

@@ -45,7 +45,7 @@ from torch import nn
 from .._pretrained import FrontendCfg, PretrainedCfg
 from .._registry import list_models, register_model, register_pretrained_cfgs
 from .._weights import CheckpointMismatchError
-from ._base import AudioClassifier, Waveforms
+from ._base import AudioClassifier
 
 __all__ = [
     "TORCHAUDIO_BUNDLES",
@@ -235,18 +235,21 @@ class Wav2Vec2Classifier(AudioClassifier):
             features = self.projector(features)
         return features.mean(dim=1)
 
-    @torch.no_grad()
-    def embed(self, waveform: Waveforms, layer: int | None = None) -> torch.Tensor:
-        """Embedding ``(B, num_features)``; with ``layer=k`` instead the time-mean of hidden state ``k``
-        ``(B, hidden_size)`` (0: the transformer's input, ``num_layers``: the last layer; negative counts back)."""
-        if layer is None:
-            return super().embed(waveform)
-        n = self.num_layers + 1
-        if not -n <= layer < n:
-            raise ValueError(f"layer must be in [{-n}, {n - 1}] for a {self.num_layers}-layer model, got {layer}")
-        return self._per_clip(
-            waveform, lambda x: self.hidden_states(self.prepare_waveform(x))[layer].mean(dim=1), "mean"
-        )
+    # -- embedding points ------------------------------------------------------------------------------------------
+    def embedding_blocks(self) -> dict[int, int]:
+        """transformers' ``hidden_states``: 0 the transformer's input, k the output of layer k; each averaged over
+        time (``embed(layer=k)``), or per frame (``embed_frames(layer=k)``)."""
+        return dict.fromkeys(range(self.num_layers + 1), self.config.hidden_size)
+
+    def embedding_points(self) -> dict[str, int]:
+        """``pooled``: the frame features averaged over time before the projector (the weighted layer sum where the
+        model has one); the same vector as ``pre_logits`` when there is no projector."""
+        return {"pooled": self.config.hidden_size}
+
+    def forward_embedding(self, waveform: torch.Tensor, layer: int | str) -> torch.Tensor:
+        if layer == "pooled":
+            return self.forward_features(waveform).mean(dim=1)
+        return self.hidden_states(waveform)[int(layer)].mean(dim=1)
 
     @torch.no_grad()
     def forward_frame_embeddings(self, waveform: torch.Tensor, layer: int | None = None) -> torch.Tensor:
