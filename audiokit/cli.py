@@ -150,6 +150,7 @@ def _runner_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         "compile": args.compile,
         "preprocess_on": args.preprocess_on,
         "cpu_streams": args.cpu_streams,
+        "backend": args.backend,
         "progress": not args.quiet and sys.stderr.isatty(),
     }
 
@@ -296,6 +297,8 @@ def _tag_events(args: argparse.Namespace) -> int:
     for flag, given in (("--stream", args.stream), ("--resume", args.resume)):
         if given:
             raise CliError(f"--events does not combine with {flag}")
+    if args.backend != "eager":
+        raise CliError("--events runs the models' frame outputs eagerly: --backend onnxruntime does not apply")
     if args.format == "json":
         raise CliError("--events writes an event per line or row: use --format table, jsonl or csv (not json)")
     settings = _event_settings(args)
@@ -755,6 +758,9 @@ def _add_inference_args(p: argparse.ArgumentParser, default_model: str) -> None:
     )  # fmt: skip
     p.add_argument("--checkpoint-path", "--checkpoint", dest="checkpoint_path", metavar="FILE",
                    help="a local weights file (original upstream layout or .safetensors); no download")  # fmt: skip
+    p.add_argument("--backend", choices=["eager", "onnxruntime"], default="eager",
+                   help="run the forward in PyTorch (eager) or in onnxruntime on the model's exported graph "
+                   "(CPU, tag only; exported once and cached; pip install -e '.[onnx]')")  # fmt: skip
     p.add_argument("--recursive", "-r", action="store_true", help="descend into sub-directories")
     p.add_argument("--window", type=_positive_float, help="window length in seconds (per-window results)")
     p.add_argument("--hop", type=_positive_float, help="hop between windows in seconds (default: the window)")

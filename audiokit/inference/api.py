@@ -219,8 +219,9 @@ def _streamed_inputs(
 
 def _recorded_settings(runner: InferenceRunner, **specific: Any) -> dict[str, Any]:
     """What an output's header records besides the model: ``--resume`` refuses to continue under other values."""
+    backend = {"backend": runner.backend_name} if runner.backend_name != "eager" else {}  # older headers have none
     return {**specific, "hop": runner.hop, "precision": runner.precision, "preprocess_on": runner.preprocess_on,
-            "stream_seconds": runner.stream_seconds}  # fmt: skip
+            "stream_seconds": runner.stream_seconds, **backend}  # fmt: skip
 
 
 @dataclass

@@ -27,6 +27,7 @@ from .aggregate import AGGREGATES, finish_result
 from .batch import Batch, Batcher
 from .decode import STREAM_SECONDS, _unexpected, decoded_inputs, prefetched, streamed_windows
 from .forward import MODES, PRECISIONS, EagerBackend
+from .onnx_backend import BACKENDS, OnnxRuntimeBackend
 from .placement import plan_placement
 from .results import FileResult
 from .sources import InMemoryAudio
@@ -74,6 +75,7 @@ class InferenceRunner:
         stream_seconds: float = STREAM_SECONDS,
         preprocess_on: str = "host",
         cpu_streams: int | None = None,
+        backend: str = "eager",
     ):
         if mode not in MODES:
             raise ValueError(f"mode must be 'scores', 'embedding' or 'frames', got {mode!r}")
@@ -108,10 +110,20 @@ class InferenceRunner:
         self.cpu_streams = placement.cpu_streams
         self.threads_per_stream = placement.threads_per_stream
         self.channels_last = model.prefers_channels_last if channels_last is None else channels_last
-        self.backend = EagerBackend(model, placement, mode=mode, layer=layer, precision=precision,
-                                    channels_last=self.channels_last, compile=compile)  # fmt: skip
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        if backend == "onnxruntime":
+            if precision != "fp32" or compile or layer is not None:
+                raise ValueError("--backend onnxruntime runs the fp32 graph as exported: no --precision, --compile "
+                                 "or --layer")  # fmt: skip
+            self.backend: Any = OnnxRuntimeBackend(model, placement, mode=mode)
+            self.autocast_dtype = None
+        else:
+            self.backend = EagerBackend(model, placement, mode=mode, layer=layer, precision=precision,
+                                        channels_last=self.channels_last, compile=compile)  # fmt: skip
+            self.autocast_dtype = self.backend.autocast_dtype
+        self.backend_name = backend
         self.model = self.backend.model
-        self.autocast_dtype = self.backend.autocast_dtype
         self.precision = precision if self.autocast_dtype is not None else "fp32"  # what ran (fp16 on a CPU: fp32)
         self.mode = mode
         self.layer = layer
