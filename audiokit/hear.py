@@ -128,10 +128,6 @@ class HearModel(nn.Module):
     def _device_of(self, audio: torch.Tensor) -> torch.Tensor:
         return audio.to(self._probe_device())
 
-    def _frame_centres(self, num_samples: int, count: int) -> torch.Tensor:
-        """Centres in seconds of the ``count`` frames ``embed_frames`` gave for ``num_samples``."""
-        return self.model.frame_centres(num_samples, count)
-
     def _probe_device(self) -> torch.device:
         reference = next(self.model.parameters(), None)
         return reference.device if reference is not None else torch.device("cpu")
@@ -144,7 +140,7 @@ class HearModel(nn.Module):
         rate = self.model_sample_rate
         width = int(self.scene_window)  # type: ignore[arg-type]
         first = self._in_batches(self._embed_frames, x[:, :width]).float()  # the first window, x being longer
-        centres_in_window = self._frame_centres(width, first.shape[1])
+        centres_in_window = self.model.frame_centres(width, first.shape[1])
         step = float(centres_in_window[1] - centres_in_window[0])
         step_samples = round(step * rate)
         if abs(step_samples - step * rate) > 1e-6 * rate:
@@ -194,7 +190,7 @@ class HearModel(nn.Module):
             frames, centres = self._windowed_frames(x)
         elif self.native_frames:
             frames = self._in_batches(self._embed_frames, x).float()
-            centres = self._frame_centres(length, frames.shape[1])
+            centres = self.model.frame_centres(length, frames.shape[1])
         else:
             # Excerpts start every ``stride`` samples of the padded sound, so excerpt k is centred on sample
             # k * stride of the original: unfold gives them as a view, and only a batch at a time is copied.

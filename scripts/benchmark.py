@@ -365,21 +365,27 @@ def _long_file_child(spec: str) -> int:
     return 0
 
 
+def _in_fresh_process(flag: str, job: dict, what: str) -> dict:
+    """Run this script's ``flag`` child on ``job`` in a new process (its peak RSS its own); the JSON it prints."""
+    import subprocess
+
+    done = subprocess.run([sys.executable, __file__, flag, json.dumps(job)], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"{what} failed:\n{done.stderr}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def bench_long_file(model_name: str, minutes: float, batch_size: int, device: str, workdir: Path) -> dict:
     """Tag a 10 s file and a ``minutes``-long one (default windows), each in its own process: wall time and peak RSS.
 
     The long file is streamed (decoded block by block), so its peak memory should stay close to the short file's.
     """
-    import subprocess
 
     rows = {}
     for label, length in (("10 s", 10 / 60), (f"{minutes:g} min", minutes)):
         path = write_long_file(workdir / f"long_{length:.4f}.wav", length)
-        spec = json.dumps({"model": model_name, "path": str(path), "batch_size": batch_size, "device": device})
-        done = subprocess.run([sys.executable, __file__, "--long-file-child", spec], capture_output=True, text=True)
-        if done.returncode != 0:
-            raise RuntimeError(f"long-file run failed:\n{done.stderr}")
-        rows[label] = json.loads(done.stdout.strip().splitlines()[-1])
+        job = {"model": model_name, "path": str(path), "batch_size": batch_size, "device": device}
+        rows[label] = _in_fresh_process("--long-file-child", job, "long-file run")
         path.unlink()
     short, long = rows.values()
     return {"model": model_name, "batch_size": batch_size, "runs": rows,
@@ -434,18 +440,14 @@ def bench_many_files(model_name: str, counts: list[int], seconds: float, batch_s
                      device: str, workdir: Path) -> dict:  # fmt: skip
     """Tag ``counts`` short files (each count in its own process, streamed to JSONL): files/s and peak RSS, whose
     ratio between the largest and the smallest count shows whether memory grows with the number of files."""
-    import subprocess
 
     listing = write_short_files(workdir / "many", max(counts), seconds)
     rows = {}
     for count in counts:
         output = workdir / f"many_{count}.jsonl"
-        spec = json.dumps({"model": model_name, "list": str(listing), "count": count, "output": str(output),
-                           "batch_size": batch_size, "num_workers": num_workers, "device": device})  # fmt: skip
-        done = subprocess.run([sys.executable, __file__, "--many-files-child", spec], capture_output=True, text=True)
-        if done.returncode != 0:
-            raise RuntimeError(f"many-files run of {count} files failed:\n{done.stderr}")
-        rows[str(count)] = json.loads(done.stdout.strip().splitlines()[-1])
+        job = {"model": model_name, "list": str(listing), "count": count, "output": str(output),
+               "batch_size": batch_size, "num_workers": num_workers, "device": device}  # fmt: skip
+        rows[str(count)] = _in_fresh_process("--many-files-child", job, f"many-files run of {count} files")
         output.unlink()
     small, large = rows[str(min(counts))], rows[str(max(counts))]
     ratio = round(large["peak_rss_mb"] / small["peak_rss_mb"], 2)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Protocol
 
@@ -85,6 +85,28 @@ class _StreamOutput:
         return self._future.result().array()
 
 
+class StreamPool:
+    """``streams`` threads computing batches side by side, each thread started by ``initializer(*initargs)``; at most
+    one batch per stream in flight, so decoded audio does not pile up while the streams are busy. Shared by the
+    backends."""
+
+    def __init__(self, streams: int, initializer: Callable[..., object] | None = None, initargs: tuple = ()):
+        self._streams = streams
+        self._executor = ThreadPoolExecutor(streams, thread_name_prefix="audiokit-stream", initializer=initializer,
+                                            initargs=initargs)  # fmt: skip
+        self._in_flight: set[Future[_BatchOutput]] = set()
+
+    def submit(self, forward: Callable[[torch.Tensor], _BatchOutput], batch: torch.Tensor) -> _StreamOutput:
+        while len(self._in_flight) >= self._streams:
+            _, self._in_flight = wait(self._in_flight, return_when=FIRST_COMPLETED)
+        future = self._executor.submit(forward, batch)
+        self._in_flight.add(future)
+        return _StreamOutput(future)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True, cancel_futures=True)
+
+
 class EagerBackend:
     """The model itself: ``mode`` "scores" (activated logits), "embedding" (pre-logits, of ``layer`` if given) or
     "frames" (per-frame embeddings). ``precision`` autocasts on CUDA; ``compile`` uses torch.compile and falls back to
@@ -117,8 +139,7 @@ class EagerBackend:
         if compile:
             self._compute = torch.compile(self._compute_eager, dynamic=None)
         self._compiled = compile
-        self._pool: ThreadPoolExecutor | None = None
-        self._in_flight: set[Future[_BatchOutput]] = set()
+        self._pool: StreamPool | None = None
 
     def _compute_eager(self, batch: torch.Tensor) -> torch.Tensor:
         if self.mode == "scores":
@@ -130,12 +151,7 @@ class EagerBackend:
     def submit(self, batch: torch.Tensor) -> _BatchOutput | _StreamOutput:
         if self._pool is None:
             return self._forward_now(batch)
-        # At most one batch per stream in flight, so decoded audio does not pile up while the streams are busy.
-        while len(self._in_flight) >= self.placement.cpu_streams:
-            _, self._in_flight = wait(self._in_flight, return_when=FIRST_COMPLETED)
-        future = self._pool.submit(self._forward_now, batch)
-        self._in_flight.add(future)
-        return _StreamOutput(future)
+        return self._pool.submit(self._forward_now, batch)
 
     @contextlib.contextmanager
     def session(self) -> Iterator[None]:
@@ -144,15 +160,13 @@ class EagerBackend:
             yield
             return
         threads = torch.get_num_threads()
-        self._pool = ThreadPoolExecutor(
-            self.placement.cpu_streams, thread_name_prefix="audiokit-stream", initializer=torch.set_num_threads,
-            initargs=(self.placement.threads_per_stream,),
-        )  # fmt: skip
+        self._pool = StreamPool(self.placement.cpu_streams, torch.set_num_threads,
+                                (self.placement.threads_per_stream,))  # fmt: skip
         try:
             yield
         finally:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool, self._in_flight = None, set()
+            self._pool.close()
+            self._pool = None
             # A stream's set_num_threads also sets torch's process-wide default (and MKL's); give the caller back its
             # own.
             torch.set_num_threads(threads)

@@ -15,14 +15,13 @@ import hashlib
 import logging
 import threading
 from collections.abc import Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from ..models._base import AudioClassifier
+from .forward import StreamPool, _BatchOutput, _StreamOutput
 from .placement import Placement
 
 _logger = logging.getLogger(__name__)
@@ -71,17 +70,6 @@ def cached_graph(model: AudioClassifier) -> Path:
     return path
 
 
-class _Output:
-    def __init__(self, future: Future[np.ndarray] | None = None, array: np.ndarray | None = None):
-        self._future, self._array = future, array
-
-    def ready(self) -> bool:
-        return self._future is None or self._future.done()
-
-    def array(self) -> np.ndarray:
-        return self._array if self._future is None else self._future.result()
-
-
 class OnnxRuntimeBackend:
     """``mode`` "scores" only: the graph's logits through the model's output activation (on the host, as
     ``predict_proba`` applies it)."""
@@ -100,8 +88,7 @@ class OnnxRuntimeBackend:
         self.model = model.eval()
         self.graph = cached_graph(self.model)
         self._local = threading.local()
-        self._pool: ThreadPoolExecutor | None = None
-        self._in_flight: set[Future[np.ndarray]] = set()
+        self._pool: StreamPool | None = None
 
     def _new_session(self) -> Any:
         options = self._ort.SessionOptions()
@@ -115,29 +102,25 @@ class OnnxRuntimeBackend:
             session = self._local.session = self._new_session()
         return session
 
-    def _forward_now(self, batch: torch.Tensor) -> np.ndarray:
+    def _forward_now(self, batch: torch.Tensor) -> _BatchOutput:
         session = self._session()
         name = session.get_inputs()[0].name
         (logits,) = session.run(None, {name: batch.detach().cpu().float().contiguous().numpy()})
-        return self.model.activate(torch.from_numpy(logits)).numpy()
+        return _BatchOutput(self.model.activate(torch.from_numpy(logits)))
 
-    def submit(self, batch: torch.Tensor) -> _Output:
+    def submit(self, batch: torch.Tensor) -> _BatchOutput | _StreamOutput:
         if self._pool is None:
-            return _Output(array=self._forward_now(batch))
-        while len(self._in_flight) >= self.placement.cpu_streams:  # one batch per stream, as the eager streams
-            _, self._in_flight = wait(self._in_flight, return_when=FIRST_COMPLETED)
-        future = self._pool.submit(self._forward_now, batch)
-        self._in_flight.add(future)
-        return _Output(future=future)
+            return self._forward_now(batch)
+        return self._pool.submit(self._forward_now, batch)
 
     @contextlib.contextmanager
     def session(self) -> Iterator[None]:
         if self.placement.cpu_streams == 1:
             yield
             return
-        self._pool = ThreadPoolExecutor(self.placement.cpu_streams, thread_name_prefix="audiokit-ort")
+        self._pool = StreamPool(self.placement.cpu_streams)
         try:
             yield
         finally:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool, self._in_flight = None, set()
+            self._pool.close()
+            self._pool = None
